@@ -1,0 +1,63 @@
+//! Owns `round_robin`: each eligible server in turn, skipping the others.
+
+use super::{Balancer, ServerId, ServerView};
+
+/// A cursor over the server list; ineligible servers are skipped.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: usize,
+}
+
+impl RoundRobin {
+    /// Starts at the first server.
+    pub fn new() -> RoundRobin {
+        RoundRobin::default()
+    }
+}
+
+impl Balancer for RoundRobin {
+    fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
+        let n = view.len();
+        for step in 0..n {
+            let id = (self.next + step) % n;
+            if view.eligible(id) {
+                self.next = (id + 1) % n;
+                return Some(id);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::VecView;
+
+    #[test]
+    fn round_robin_cycles_in_order() {
+        let mut rr = RoundRobin::new();
+        let view = VecView::uniform(3);
+        let seq: Vec<_> = (0..7).map(|_| rr.pick(&view, 0).unwrap()).collect();
+        assert_eq!(seq, vec![0, 1, 2, 0, 1, 2, 0]);
+    }
+
+    #[test]
+    fn round_robin_skips_down_servers() {
+        let mut rr = RoundRobin::new();
+        let mut view = VecView::uniform(3);
+        view.servers[1].0 = false;
+        let seq: Vec<_> = (0..4).map(|_| rr.pick(&view, 0).unwrap()).collect();
+        assert_eq!(seq, vec![0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn round_robin_returns_none_when_nothing_is_eligible() {
+        let mut rr = RoundRobin::new();
+        let mut view = VecView::uniform(2);
+        view.servers[0].0 = false;
+        view.servers[1].0 = false;
+        assert_eq!(rr.pick(&view, 0), None);
+        assert_eq!(rr.pick(&VecView::default(), 0), None);
+    }
+}

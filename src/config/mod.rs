@@ -1,0 +1,342 @@
+//! Owns the typed, immutable configuration: the [`Config`] every other module
+//! reads, the [`ConfigError`] every bad file produces, and [`load`]/[`parse`],
+//! the one path from a TOML file to a `Config` (raw serde structs in [`raw`],
+//! checks and defaults in [`validate`], duration strings in [`duration`]).
+//! `lbctl check`, `lbctl start` and `lbctl reload` all go through [`load`].
+
+pub mod duration;
+pub mod raw;
+pub mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A complete, validated configuration: one generation of the balancer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// `[master]`: process-level settings.
+    pub master: MasterConfig,
+    /// `[[listen]]` sections in file order; at least one.
+    pub listens: Vec<ListenConfig>,
+}
+
+/// `[master]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MasterConfig {
+    /// Worker processes. Default: number of CPUs.
+    pub workers: NonZeroUsize,
+    /// Pid file, locked by the master for its whole life.
+    /// Default `/run/lbctl/lbctl.pid`. Relative paths are resolved against the
+    /// directory of the config file.
+    pub pid_file: PathBuf,
+    /// Control socket (unix stream, mode 0600). Default `/run/lbctl/lbctl.sock`.
+    pub control_socket: PathBuf,
+    /// Log file used in daemon mode. Default `/var/log/lbctl/lbctl.log`.
+    pub log_file: PathBuf,
+    /// How long draining workers may take to finish open connections on a
+    /// reload or graceful stop before they are killed. Default 30s.
+    pub drain_timeout: Duration,
+    /// User the workers run as after the master has bound the ports.
+    pub user: Option<String>,
+    /// Group the workers run as after the master has bound the ports.
+    pub group: Option<String>,
+}
+
+/// One `[[listen]]` section: a frontend address and its pool of servers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenConfig {
+    /// Unique name, used in `status` and in `LISTEN/SERVER` references.
+    pub name: String,
+    /// Address to bind (one SO_REUSEPORT socket per worker slot).
+    pub bind: SocketAddr,
+    /// Proxy mode. Only `tcp` exists today.
+    pub mode: Mode,
+    /// Balancing strategy. Default `round_robin`.
+    pub balance: BalanceKind,
+    /// Connect failures re-dispatched to another server. Default 2.
+    pub retries: u32,
+    /// `timeouts = { connect, idle }`.
+    pub timeouts: Timeouts,
+    /// `max_fails` connect failures within `fail_timeout` mark a server down for
+    /// `fail_timeout` (nginx semantics). Default 1; 0 disables passive checks.
+    pub max_fails: u32,
+    /// Window and penalty of passive failure detection. Default 10s.
+    pub fail_timeout: Duration,
+    /// Where connections wait when every server is at `max_conns`.
+    pub queue: QueueConfig,
+    /// Servers in file order; at least one that is not `backup`.
+    pub servers: Vec<ServerConfig>,
+}
+
+/// `mode = "tcp"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Layer 4: bytes are relayed unchanged.
+    Tcp,
+}
+
+/// `balance = "..."`: the strategy that picks a server for each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceKind {
+    /// Uniform among usable servers.
+    Random,
+    /// Each usable server in turn.
+    RoundRobin,
+    /// Smooth weighted round robin (nginx).
+    WeightedRoundRobin,
+    /// Fewest active connections per weight, across all workers.
+    LeastConnections,
+    /// Two distinct random candidates, the less loaded wins.
+    PowerOfTwo,
+    /// Consistent hash of the client IP.
+    SourceHash,
+    /// The first server in config order below its `max_conns`.
+    First,
+}
+
+impl BalanceKind {
+    /// Every accepted spelling, in the order the docs list them.
+    pub const NAMES: &'static [&'static str] = &[
+        "random",
+        "round_robin",
+        "weighted_round_robin",
+        "least_connections",
+        "power_of_two",
+        "source_hash",
+        "first",
+    ];
+
+    /// The config spelling of this strategy.
+    pub fn name(self) -> &'static str {
+        match self {
+            BalanceKind::Random => "random",
+            BalanceKind::RoundRobin => "round_robin",
+            BalanceKind::WeightedRoundRobin => "weighted_round_robin",
+            BalanceKind::LeastConnections => "least_connections",
+            BalanceKind::PowerOfTwo => "power_of_two",
+            BalanceKind::SourceHash => "source_hash",
+            BalanceKind::First => "first",
+        }
+    }
+
+    /// Parses a config spelling.
+    pub fn from_name(name: &str) -> Option<BalanceKind> {
+        Some(match name {
+            "random" => BalanceKind::Random,
+            "round_robin" => BalanceKind::RoundRobin,
+            "weighted_round_robin" => BalanceKind::WeightedRoundRobin,
+            "least_connections" => BalanceKind::LeastConnections,
+            "power_of_two" => BalanceKind::PowerOfTwo,
+            "source_hash" => BalanceKind::SourceHash,
+            "first" => BalanceKind::First,
+            _ => return None,
+        })
+    }
+}
+
+/// `timeouts = { connect, idle }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Time allowed for a backend connect. Default 3s.
+    pub connect: Duration,
+    /// A relayed connection with no traffic either way for this long is closed.
+    /// Default 5m.
+    pub idle: Duration,
+}
+
+/// `queue = { size, timeout }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// Connections that may wait per worker when every server is full. Default 1024.
+    pub size: usize,
+    /// How long one may wait before it is closed. Default 5s.
+    pub timeout: Duration,
+}
+
+/// One entry of `servers = [...]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Optional name, for `LISTEN/SERVER` references; else the address is used.
+    pub name: Option<String>,
+    /// Backend address.
+    pub addr: SocketAddr,
+    /// Relative weight. Default 1; 0 receives nothing new.
+    pub weight: u32,
+    /// Used only when no primary server is usable.
+    pub backup: bool,
+    /// Concurrent connections allowed to this server (across all workers);
+    /// `None` means unlimited.
+    pub max_conns: Option<u32>,
+    /// After the server comes (back) up, its weight ramps up over this time.
+    pub slow_start: Option<Duration>,
+    /// The effective health check: the server's own `health` table merged over
+    /// the listen's, or `None` when neither has one.
+    pub health: Option<HealthConfig>,
+}
+
+impl ServerConfig {
+    /// The label used in logs, status and `LISTEN/SERVER` references.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => self.addr.to_string(),
+        }
+    }
+}
+
+/// `health = { kind, interval, timeout, rise, fall, ... }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// What a probe does.
+    pub kind: HealthKind,
+    /// Time between the starts of two probes. Default 2s.
+    pub interval: Duration,
+    /// A probe not finished in this time fails. Default 1s.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server up. Default 2.
+    pub rise: u32,
+    /// Consecutive failures that take an up server down. Default 3.
+    pub fall: u32,
+}
+
+/// The probe kinds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// An HTTP/1.1 request gets a status in range (and a body substring).
+    Http(HttpCheck),
+    /// Send bytes, expect a reply that starts with the given bytes.
+    SendExpect {
+        /// Bytes sent once connected.
+        send: Vec<u8>,
+        /// Expected prefix of the reply.
+        expect: Vec<u8>,
+    },
+}
+
+/// `kind = "http"` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Default `GET`.
+    pub method: String,
+    /// Default `/`.
+    pub path: String,
+    /// `Host` header. Default: the server address.
+    pub host: Option<String>,
+    /// Accepted status range, inclusive. Default 200..=399.
+    pub expect_status: (u16, u16),
+    /// A substring the body must contain.
+    pub expect_body: Option<String>,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let base = if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    };
+    parse(&src, base).map_err(|e| e.in_file(path))
+}
+
+/// Parses and validates config text; relative paths are resolved against `base`.
+pub fn parse(src: &str, base: &Path) -> Result<Config, ConfigError> {
+    let raw = raw::parse(src)?;
+    validate::validate(raw, src, base)
+}
+
+/// Why a config file was rejected. Every variant names what to fix.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, an unknown key, or a value of the wrong type.
+    Syntax {
+        /// Key path when known (`listen[0].servers[1].addr`).
+        key: Option<String>,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What the parser said.
+        message: String,
+    },
+    /// A well-formed value that is not allowed.
+    Invalid {
+        /// Key path (`listen[0].servers[1].addr`).
+        key: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+    /// Any of the above, located in a file.
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// The error inside it.
+        inner: Box<ConfigError>,
+    },
+}
+
+impl ConfigError {
+    /// Wraps this error with the file it came from.
+    pub fn in_file(self, path: &Path) -> ConfigError {
+        match self {
+            e @ (ConfigError::Read { .. } | ConfigError::InFile { .. }) => e,
+            e => ConfigError::InFile {
+                path: path.to_path_buf(),
+                inner: Box::new(e),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read config {}: {}", path.display(), source)
+            }
+            ConfigError::Syntax { key, line, message } => {
+                if let Some(k) = key {
+                    write!(f, "{k}: ")?;
+                }
+                write!(f, "{message}")?;
+                if let Some(l) = line {
+                    write!(f, " (line {l})")?;
+                }
+                Ok(())
+            }
+            ConfigError::Invalid { key, line, message } => {
+                write!(f, "{key}: {message}")?;
+                if let Some(l) = line {
+                    write!(f, " (line {l})")?;
+                }
+                Ok(())
+            }
+            ConfigError::InFile { path, inner } => write!(f, "{}: {}", path.display(), inner),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
