@@ -106,7 +106,13 @@ impl Checker {
     }
 
     /// Advances the probe an event belongs to; pushes a result when it finishes.
-    pub fn event(&mut self, registry: &Registry, event: &Event, now: Instant, out: &mut Vec<Report>) {
+    pub fn event(
+        &mut self,
+        registry: &Registry,
+        event: &Event,
+        now: Instant,
+        out: &mut Vec<Report>,
+    ) {
         let _ = (registry, event, now, out);
     }
 

@@ -57,9 +57,7 @@ pub fn build(kind: BalanceKind, servers: &[ServerConfig]) -> Box<dyn Balancer> {
         BalanceKind::WeightedRoundRobin => {
             Box::new(weighted_round_robin::WeightedRoundRobin::new(servers.len()))
         }
-        BalanceKind::LeastConnections => {
-            Box::new(least_connections::LeastConnections::new())
-        }
+        BalanceKind::LeastConnections => Box::new(least_connections::LeastConnections::new()),
         BalanceKind::PowerOfTwo => Box::new(power_of_two::PowerOfTwo::new()),
         BalanceKind::SourceHash => Box::new(source_hash::SourceHash::new(servers)),
         BalanceKind::First => Box::new(first::First::new()),
