@@ -39,6 +39,12 @@ pub trait ServerView {
     fn weight(&self, id: ServerId) -> u32;
     /// Active connections to this server, summed over all worker processes.
     fn active(&self, id: ServerId) -> u64;
+    /// A ticket from a counter shared by every worker process of the listen
+    /// (so `round_robin` rotates globally, not per process); `None` when the
+    /// view has no shared counter.
+    fn ticket(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A balancing strategy. One instance per listen per worker process, so
