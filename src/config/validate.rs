@@ -48,7 +48,7 @@ pub const HEALTH_KINDS: &[&str] = &["tcp", "http", "send_expect"];
 /// The accepted modes.
 pub const MODES: &[&str] = &["tcp"];
 
-const ADDR_EXPECTED: &str = "expected IP:PORT such as 127.0.0.1:6001 (DNS names are not resolved)";
+const ADDR_EXPECTED: &str = "expected IP:PORT such as 127.0.0.1:6001";
 const HTTP_KEYS: &[&str] = &["method", "path", "host", "expect_status", "expect_body"];
 const SEND_EXPECT_KEYS: &[&str] = &["send", "expect"];
 
@@ -206,11 +206,16 @@ impl Validator<'_> {
     fn socket_addr(&self, key: &str, s: &Spanned<String>) -> Result<SocketAddr> {
         let text = s.get_ref();
         let addr: SocketAddr = text.parse().map_err(|_| {
+            let hint = if looks_like_host_name(text) {
+                "; DNS names are not resolved"
+            } else {
+                ""
+            };
             self.invalid(
                 key,
                 s,
                 format!(
-                    "invalid socket address '{}', {ADDR_EXPECTED}",
+                    "invalid socket address '{}', {ADDR_EXPECTED}{hint}",
                     text.escape_debug()
                 ),
             )
@@ -310,25 +315,16 @@ impl Validator<'_> {
                 });
             }
         };
-        // Every bind first, so a server pointing at any listen can be caught.
-        let mut binds = Vec::with_capacity(raw.get_ref().len());
+        // Every well-formed bind up front, so a server pointing at any listen
+        // (even a later one) is caught; each bind is validated with its listen.
+        let binds: Vec<Option<SocketAddr>> = raw
+            .get_ref()
+            .iter()
+            .map(|l| l.get_ref().bind.as_ref()?.get_ref().parse().ok())
+            .collect();
+        let mut out: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
         for (i, l) in raw.get_ref().iter().enumerate() {
-            let key = format!("listen[{i}].bind");
-            let bind = match &l.get_ref().bind {
-                Some(b) => self.socket_addr(&key, b)?,
-                None => {
-                    return Err(self.invalid(
-                        &key,
-                        l,
-                        format!("missing, {}", ADDR_EXPECTED.replace("6001", "8080")),
-                    ));
-                }
-            };
-            binds.push(bind);
-        }
-        let mut out: Vec<ListenConfig> = Vec::with_capacity(binds.len());
-        for (i, l) in raw.get_ref().iter().enumerate() {
-            let listen = self.listen(i, l, binds[i], &binds)?;
+            let listen = self.listen(i, l, &binds)?;
             let prefix = format!("listen[{i}]");
             let lr = l.get_ref();
             for (k, prev) in out.iter().enumerate() {
@@ -371,15 +367,22 @@ impl Validator<'_> {
         &self,
         i: usize,
         spanned: &Spanned<RawListen>,
-        bind: SocketAddr,
-        binds: &[SocketAddr],
+        binds: &[Option<SocketAddr>],
     ) -> Result<ListenConfig> {
         let p = format!("listen[{i}]");
         let l = spanned.get_ref();
-        let name = match (&l.name, &l.bind) {
-            (Some(n), _) => self.name(&format!("{p}.name"), n)?,
-            (None, Some(b)) => b.get_ref().clone(),
-            (None, None) => bind.to_string(),
+        let bind_key = format!("{p}.bind");
+        let Some(raw_bind) = &l.bind else {
+            return Err(self.invalid(
+                &bind_key,
+                spanned,
+                format!("missing, {}", ADDR_EXPECTED.replace("6001", "8080")),
+            ));
+        };
+        let bind = self.socket_addr(&bind_key, raw_bind)?;
+        let name = match &l.name {
+            Some(n) => self.name(&format!("{p}.name"), n)?,
+            None => raw_bind.get_ref().clone(),
         };
         let mode = match &l.mode {
             None => Mode::Tcp,
@@ -488,7 +491,7 @@ impl Validator<'_> {
         p: &str,
         listen: &Spanned<RawListen>,
         listen_health: Option<&HealthConfig>,
-        binds: &[SocketAddr],
+        binds: &[Option<SocketAddr>],
     ) -> Result<Vec<ServerConfig>> {
         let key = format!("{p}.servers");
         const EXPECTED: &str =
@@ -560,7 +563,7 @@ impl Validator<'_> {
         spanned: &Spanned<RawServer>,
         listen: &Spanned<RawListen>,
         listen_health: Option<&HealthConfig>,
-        binds: &[SocketAddr],
+        binds: &[Option<SocketAddr>],
     ) -> Result<ServerConfig> {
         let s = spanned.get_ref();
         let addr_key = format!("{sp}.addr");
@@ -575,7 +578,7 @@ impl Validator<'_> {
                 format!("'{addr}' is an unspecified address, {ADDR_EXPECTED}"),
             ));
         }
-        if let Some(k) = binds.iter().position(|b| *b == addr) {
+        if let Some(k) = binds.iter().position(|b| *b == Some(addr)) {
             return Err(self.invalid(
                 &addr_key,
                 raw_addr,
@@ -779,6 +782,18 @@ impl Validator<'_> {
             expect_status,
             expect_body: h.expect_body.as_ref().map(|s| s.get_ref().clone()),
         })
+    }
+}
+
+/// Whether `text` reads as `NAME:PORT` (a host name where an IP belongs).
+fn looks_like_host_name(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.starts_with('[')
+                && host.bytes().any(|b| b.is_ascii_alphabetic())
+                && port.parse::<u16>().is_ok()
+        }
+        None => false,
     }
 }
 
@@ -1319,6 +1334,25 @@ servers = [
     }
 
     #[test]
+    fn errors_are_reported_in_file_order() {
+        let src = concat!(
+            "[[listen]]\nbind = \"127.0.0.1:8080\"\nbalance = \"nope\"\nservers = [{ addr = \"127.0.0.1:1\" }]\n",
+            "[[listen]]\nbind = \"nope\"\nservers = [{ addr = \"127.0.0.1:1\" }]\n",
+        );
+        rejected(src, "listen[0].balance", 3);
+    }
+
+    #[test]
+    fn server_pointing_at_a_later_listen_bind_is_rejected() {
+        let src = concat!(
+            "[[listen]]\nbind = \"127.0.0.1:8080\"\nservers = [{ addr = \"127.0.0.1:9090\" }]\n",
+            "[[listen]]\nbind = \"127.0.0.1:9090\"\nservers = [{ addr = \"127.0.0.1:1\" }]\n",
+        );
+        let msg = rejected(src, "listen[0].servers[0].addr", 3);
+        assert!(msg.contains("listen[1].bind"), "{msg}");
+    }
+
+    #[test]
     fn bind_on_port_zero_is_rejected() {
         rejected(
             "[[listen]]\nbind = \"127.0.0.1:0\"\nservers = [{ addr = \"127.0.0.1:1\" }]\n",
@@ -1331,9 +1365,9 @@ servers = [
     fn bad_server_address_is_rejected_with_its_path() {
         let src = servers(&[r#"{ addr = "127.0.0.1:1" }"#, r#"{ addr = "x:y" }"#]);
         let msg = rejected(&src, "listen[0].servers[1].addr", 5);
-        assert!(
-            msg.starts_with("listen[0].servers[1].addr: invalid socket address 'x:y', expected IP:PORT such as 127.0.0.1:6001"),
-            "{msg}"
+        assert_eq!(
+            msg,
+            "listen[0].servers[1].addr: invalid socket address 'x:y', expected IP:PORT such as 127.0.0.1:6001 (line 5)"
         );
         rejected(
             &servers(&[r#"{ addr = "127.0.0.1" }"#]),
