@@ -81,6 +81,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the running master with the `lbctl` binary now on disk,
+    /// handing over the listening sockets (no connection is dropped).
+    Upgrade {
+        /// Config file of the running master.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file (exit 0 when valid, 1 when not).
     Check {
         /// Config file.
@@ -177,6 +184,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                             println!("worker {pid}: busy (did not answer in time)");
                         }
                     }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => Err(remote_error(other)),
+            }
+        }
+        Command::Upgrade { config } => {
+            let ends = endpoints(&config_path(config)?);
+            match call(&ends, &Request::Upgrade, Duration::from_secs(60))? {
+                Response::Done { message } => {
+                    println!("{message}");
                     Ok(ExitCode::SUCCESS)
                 }
                 other => Err(remote_error(other)),
@@ -280,6 +297,9 @@ fn remote_error(resp: Response) -> Error {
 }
 
 fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
+    if let Some(inherited) = master::upgrade::inherited() {
+        return start_upgraded(path, inherited);
+    }
     let cfg: Config = config::load(path)?;
     if let Some(pid) = daemon::PidFile::running(&cfg.master.pid_file) {
         return Err(master::MasterError::AlreadyRunning {
@@ -290,7 +310,7 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
     }
     if !daemonize {
         let pid_file = master::lock_pid_file(&cfg)?;
-        let m = Master::start(path, cfg, pid_file, None)?;
+        let m = Master::start(path, cfg, master::Startup::Fresh { pid_file, ready: None })?;
         let code = m.run();
         return Ok(ExitCode::from(code as u8));
     }
@@ -338,7 +358,11 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
         }
     };
     let mut spare = ready.as_ref().and_then(|fd| fd.try_clone().ok());
-    match Master::start(path, cfg, pid_file, ready.take()) {
+    let startup = master::Startup::Fresh {
+        pid_file,
+        ready: ready.take(),
+    };
+    match Master::start(path, cfg, startup) {
         Ok(m) => {
             drop(spare);
             Ok(ExitCode::from(m.run() as u8))
@@ -346,6 +370,42 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
         Err(e) => {
             let e = Error::from(e);
             fail(&mut spare, &e);
+            Err(e)
+        }
+    }
+}
+
+/// A master executed by `lbctl upgrade`: report failures into the
+/// inherited readiness socket so the old master keeps serving and says why.
+fn start_upgraded(
+    path: &Path,
+    inherited: Result<master::upgrade::Inherited, String>,
+) -> Result<ExitCode, Error> {
+    let inherited = inherited.map_err(Error::Runtime)?;
+    let mut spare = inherited.ready.try_clone().ok();
+    let report = |spare: &mut Option<std::os::fd::OwnedFd>, e: &Error| {
+        master::log(&format!("upgrade: cannot start: {e}"));
+        if let Some(fd) = spare.take() {
+            use std::io::Write;
+            let _ = std::fs::File::from(fd).write_all(e.to_string().as_bytes());
+        }
+    };
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let e = Error::from(e);
+            report(&mut spare, &e);
+            return Err(e);
+        }
+    };
+    match Master::start(path, cfg, master::Startup::Upgrade(inherited)) {
+        Ok(m) => {
+            drop(spare);
+            Ok(ExitCode::from(m.run() as u8))
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            report(&mut spare, &e);
             Err(e)
         }
     }

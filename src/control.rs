@@ -25,6 +25,8 @@ pub enum Request {
     },
     /// Every relayed connection of every worker.
     Connections,
+    /// Execute the `lbctl` binary on disk as the new master (binary upgrade).
+    Upgrade,
     /// Runtime change of one server: `LISTEN/SERVER`.
     Server {
         /// `enable`, `disable`, `drain` or `weight`.

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -76,9 +76,9 @@ impl PidFile {
         }
     }
 
-    /// The locked file's fd (a forked worker closes it).
-    pub fn raw_fd(&self) -> Option<i32> {
-        self.lock.as_ref().map(|l| l.as_raw_fd())
+    /// Unlocks without removing the file (a new master takes it over).
+    pub fn release(mut self) {
+        self.lock = None;
     }
 }
 

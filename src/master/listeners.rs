@@ -96,9 +96,19 @@ impl Listeners {
         self.by_addr.retain(|addr, _| keep.contains(addr));
     }
 
-    /// Every raw fd held (so a forked worker knows which fds are listeners).
-    pub fn addrs(&self) -> Vec<SocketAddr> {
-        self.by_addr.keys().copied().collect()
+    /// Every address with its sockets' fds, in slot order (handed to a new
+    /// master on binary upgrade).
+    pub fn fds(&self) -> Vec<(SocketAddr, Vec<std::os::fd::RawFd>)> {
+        use std::os::fd::AsRawFd;
+        self.by_addr
+            .iter()
+            .map(|(a, socks)| (*a, socks.iter().map(|l| l.as_raw_fd()).collect()))
+            .collect()
+    }
+
+    /// Takes over sockets inherited from a previous master.
+    pub fn adopt(&mut self, addr: SocketAddr, socks: Vec<TcpListener>) {
+        self.by_addr.entry(addr).or_default().extend(socks);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod reload;
 pub mod report;
 pub mod signals;
 pub mod supervisor;
+pub mod upgrade;
 
 use crate::channel::{LineConn, MAX_LINE, ReadOutcome};
 use crate::config::{self, Config};
@@ -36,6 +37,8 @@ use std::time::{Duration, Instant};
 use supervisor::{Generation, Identity, SpawnEnv, WorkerState};
 
 const CONTROL: Token = Token(100);
+const UPGRADE_READY: Token = Token(101);
+const HANDOVER: Token = Token(102);
 const CLIENT_BASE: usize = 1 << 16;
 const CLIENT_SPAN: usize = 1 << 20;
 const CHAN_BASE: usize = 1 << 32;
@@ -163,7 +166,7 @@ pub struct Master {
     config_path: PathBuf,
     poll: Poll,
     signals: SignalPipes,
-    control: UnixListener,
+    control: Option<UnixListener>,
     control_path: PathBuf,
     clients: HashMap<Token, ControlClient>,
     next_client: usize,
@@ -185,7 +188,26 @@ pub struct Master {
     pid: Pid,
     identity: Identity,
     ready: Option<OwnedFd>,
-    _pid_file: PidFile,
+    pid_file: Option<PidFile>,
+    exe: PathBuf,
+    upgrade: Option<upgrade::InProgress>,
+    handover: Option<UnixStream>,
+    handed_over: bool,
+}
+
+/// How a master comes to life.
+#[derive(Debug)]
+pub enum Startup {
+    /// A fresh start: the pid file is locked; `ready` (daemon mode) gets
+    /// "ok" once the workers accept, or the error.
+    Fresh {
+        /// The locked pid file.
+        pid_file: PidFile,
+        /// Readiness pipe of `start -d`.
+        ready: Option<OwnedFd>,
+    },
+    /// Started by a binary upgrade: sockets inherited from the old master.
+    Upgrade(upgrade::Inherited),
 }
 
 impl std::fmt::Debug for Master {
@@ -219,10 +241,19 @@ impl Master {
     pub fn start(
         config_path: &Path,
         config: Config,
-        pid_file: PidFile,
-        ready: Option<OwnedFd>,
+        startup: Startup,
     ) -> Result<Master, MasterError> {
+        let (pid_file, ready, mut listeners, handover) = match startup {
+            Startup::Fresh { pid_file, ready } => (Some(pid_file), ready, Listeners::new(), None),
+            Startup::Upgrade(inh) => (
+                None,
+                Some(inh.ready),
+                inh.listeners,
+                Some(UnixStream::from_std(inh.handover)),
+            ),
+        };
         let identity = supervisor::resolve_identity(&config).map_err(MasterError::Setup)?;
+        let nofile = raise_nofile_limit();
         let poll = Poll::new().map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
         let mut signals = SignalPipes::install()
             .map_err(|e| MasterError::Setup(format!("signal handlers: {e}")))?;
@@ -231,17 +262,28 @@ impl Master {
                 .register(r, Token(i), Interest::READABLE)
                 .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
         }
-        let mut listeners = Listeners::new();
         reload::bind_all(&mut listeners, &config)
             .map_err(|(addr, source)| MasterError::Bind { addr, source })?;
         let control_path = config.master.control_socket.clone();
-        let mut control = bind_control(&control_path).map_err(|source| MasterError::Control {
-            path: control_path.clone(),
-            source,
-        })?;
-        poll.registry()
-            .register(&mut control, CONTROL, Interest::READABLE)
-            .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
+        let mut control = None;
+        let mut handover = handover;
+        match &mut handover {
+            // The old master still owns the control socket until handover.
+            Some(h) => poll
+                .registry()
+                .register(h, HANDOVER, Interest::READABLE)
+                .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?,
+            None => {
+                let mut c = bind_control(&control_path).map_err(|source| MasterError::Control {
+                    path: control_path.clone(),
+                    source,
+                })?;
+                poll.registry()
+                    .register(&mut c, CONTROL, Interest::READABLE)
+                    .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
+                control = Some(c);
+            }
+        }
         let now = Instant::now();
         let generation = reload::new_generation(1, Arc::new(config), now)
             .map_err(|e| MasterError::Setup(e.to_string()))?;
@@ -271,10 +313,14 @@ impl Master {
             pid: nix::unistd::getpid(),
             identity,
             ready,
-            _pid_file: pid_file,
+            pid_file,
+            exe: upgrade::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+            upgrade: None,
+            handover,
+            handed_over: false,
         };
         log(&format!(
-            "master started (pid {}, config {}, {} workers)",
+            "master started (pid {}, config {}, {} workers, fd limit {nofile})",
             m.pid,
             m.config_path.display(),
             m.gens[0].config.master.workers
@@ -337,6 +383,10 @@ impl Master {
             }
         } else if t == CONTROL {
             self.accept_clients();
+        } else if t == UPGRADE_READY {
+            self.on_upgrade_ready(now);
+        } else if t == HANDOVER {
+            self.on_handover();
         } else if (CLIENT_BASE..CLIENT_BASE + CLIENT_SPAN).contains(&t.0) {
             self.on_client(t, now);
         } else if t.0 >= CHAN_BASE && t.0 < reload::health_token_base(0) {
@@ -371,6 +421,7 @@ impl Master {
                 }
             }
             Command::Reap => self.reap(now),
+            Command::Upgrade => self.begin_upgrade(None, now),
             Command::Ignore => {}
         }
     }
@@ -379,7 +430,10 @@ impl Master {
 
     fn accept_clients(&mut self) {
         loop {
-            match self.control.accept() {
+            let Some(control) = &self.control else {
+                return;
+            };
+            match control.accept() {
                 Ok((stream, _)) => {
                     let token = Token(CLIENT_BASE + self.next_client % CLIENT_SPAN);
                     self.next_client += 1;
@@ -504,6 +558,7 @@ impl Master {
                 self.begin_stop(graceful, now);
             }
             Request::Connections => self.begin_connections(token, now),
+            Request::Upgrade => self.begin_upgrade(Some(token), now),
             Request::Server { action, target } => {
                 let resp = self.server_action(action, &target, now);
                 self.respond(token, resp);
@@ -732,6 +787,7 @@ impl Master {
                 }
             }
         }
+        self.check_upgrade_deadline(now);
         if let Some(d) = self.reload_deadline
             && now >= d
         {
@@ -1032,7 +1088,9 @@ impl Master {
         };
         log(&msg);
         self.notify_ready(Err("lbctl stopped during startup; see the log"));
-        let _ = std::fs::remove_file(&self.control_path);
+        if !self.handed_over {
+            let _ = std::fs::remove_file(&self.control_path);
+        }
         let waiters = std::mem::take(&mut self.stop_waiters);
         for w in waiters {
             self.respond(
@@ -1239,6 +1297,22 @@ fn server_at(config: &Config, mut idx: usize) -> (String, String) {
         idx -= l.servers.len();
     }
     (String::new(), String::new())
+}
+
+/// Raises the soft open-files limit to the hard limit (inherited by the
+/// workers) and returns the limit in force.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(_) => 0,
+    }
 }
 
 /// Binds the control socket (mode 0600), replacing a stale one: the caller

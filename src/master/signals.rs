@@ -18,7 +18,9 @@ pub enum Command {
     Reload,
     /// Reap exited workers (CHLD).
     Reap,
-    /// Nothing (USR2 is reserved for binary upgrade).
+    /// Execute the binary on disk, handing it the sockets (USR2).
+    Upgrade,
+    /// Nothing.
     Ignore,
 }
 
@@ -32,6 +34,7 @@ pub fn signal_to_command(sig: i32) -> Command {
         SIGQUIT => Command::StopGraceful,
         SIGHUP | SIGUSR1 => Command::Reload,
         SIGCHLD => Command::Reap,
+        SIGUSR2 => Command::Upgrade,
         _ => Command::Ignore,
     }
 }
@@ -104,5 +107,6 @@ mod tests {
         assert_eq!(signal_to_command(SIGHUP), Command::Reload);
         assert_eq!(signal_to_command(SIGUSR1), Command::Reload);
         assert_eq!(signal_to_command(SIGCHLD), Command::Reap);
+        assert_eq!(signal_to_command(SIGUSR2), Command::Upgrade);
     }
 }
