@@ -1,1 +1,294 @@
-//! Placeholder.
+//! Owns the shared-memory region of one configuration generation: an
+//! anonymous `MAP_SHARED` mapping created by the master before it forks, so
+//! the master and every worker of that generation see the same atomics.
+//!
+//! Layout (all cells `#[repr(C)]`, made only of atomics, valid when zeroed):
+//! - one [`ServerCell`] per server (all listens flattened, config order): state
+//!   the master owns (health, admin state, runtime weight, up-since) and the
+//!   passive-failure window the workers update;
+//! - one [`SlotCell`] per worker slot: that worker's counters and heartbeat;
+//! - one [`SlotServerCell`] per (slot, server): active / total / failures,
+//!   each written by one worker only and summed by readers.
+//!
+//! This is the one module with `unsafe` for memory: the mapping and the
+//! pointer arithmetic that turns it into references.
+
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
+
+/// `ServerCell::health` value: the server passes its checks (or has none).
+pub const HEALTH_UP: u32 = 0;
+/// `ServerCell::health` value: the server failed its checks.
+pub const HEALTH_DOWN: u32 = 1;
+
+/// `ServerCell::admin` value: takes traffic.
+pub const ADMIN_ENABLED: u32 = 0;
+/// `ServerCell::admin` value: takes no new connections (`server disable`).
+pub const ADMIN_DISABLED: u32 = 1;
+/// `ServerCell::admin` value: takes no new connections, existing ones finish.
+pub const ADMIN_DRAINING: u32 = 2;
+
+/// Per-server state.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ServerCell {
+    /// [`HEALTH_UP`] or [`HEALTH_DOWN`]; written by the master.
+    pub health: AtomicU32,
+    /// [`ADMIN_ENABLED`], [`ADMIN_DISABLED`] or [`ADMIN_DRAINING`]; master.
+    pub admin: AtomicU32,
+    /// Runtime weight (starts as the configured one); master.
+    pub weight: AtomicU32,
+    /// Connections waiting in queues for a free server of this listen
+    /// (only the listen's first server's cell is used); workers.
+    pub queued: AtomicU32,
+    /// Monotonic ms when the server last came up (slow start); master.
+    pub up_since_ms: AtomicU64,
+    /// Start of the current passive-failure window (monotonic ms); workers.
+    pub fail_window_ms: AtomicU64,
+    /// Connect failures in the current window; workers.
+    pub fail_count: AtomicU32,
+    /// Global round-robin ticket for this listen (first server's cell); workers.
+    pub ticket: AtomicU32,
+    /// Passively marked down until this monotonic ms (0 = not); workers.
+    pub down_until_ms: AtomicU64,
+    /// Connections refused because every server and the queue were full
+    /// (first server's cell); workers.
+    pub refused: AtomicU64,
+}
+
+/// Per-worker-slot counters.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SlotCell {
+    /// Pid of the worker serving the slot (0 = none); master.
+    pub pid: AtomicU32,
+    /// 1 once the worker accepts, 2 while it drains; worker.
+    pub phase: AtomicU32,
+    /// Monotonic ms of the worker's last loop turn; worker.
+    pub heartbeat_ms: AtomicU64,
+    /// Open client connections; worker.
+    pub active: AtomicU64,
+    /// Client connections accepted; worker.
+    pub total: AtomicU64,
+    /// Bytes from clients to servers; worker.
+    pub bytes_in: AtomicU64,
+    /// Bytes from servers to clients; worker.
+    pub bytes_out: AtomicU64,
+    /// Connections that ended in an error (no server, connect failed, reset); worker.
+    pub errors: AtomicU64,
+}
+
+/// Per-(slot, server) counters; one writer each (the slot's worker).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct SlotServerCell {
+    /// Connections to the server in progress or relaying.
+    pub active: AtomicU64,
+    /// Connections dispatched to the server.
+    pub total: AtomicU64,
+    /// Failed connects to the server.
+    pub failures: AtomicU64,
+}
+
+/// One generation's shared region.
+#[derive(Debug)]
+pub struct Region {
+    base: NonNull<u8>,
+    len: usize,
+    slots: usize,
+    servers: usize,
+}
+
+// SAFETY: the region holds only atomics; sharing references across threads is
+// as safe as sharing `&AtomicU64`.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+/// Why a region could not be created.
+#[derive(Debug)]
+pub struct ShmError(pub nix::Error);
+
+impl std::fmt::Display for ShmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot map shared memory: {}", self.0)
+    }
+}
+
+impl std::error::Error for ShmError {}
+
+impl Region {
+    /// Maps a zeroed region for `slots` worker slots and `servers` servers.
+    pub fn new(slots: usize, servers: usize) -> Result<Region, ShmError> {
+        let len = servers * size_of::<ServerCell>()
+            + slots * size_of::<SlotCell>()
+            + slots * servers * size_of::<SlotServerCell>();
+        let size = NonZeroUsize::new(len.max(1)).unwrap_or(NonZeroUsize::MIN);
+        // SAFETY: a fresh anonymous mapping; no existing memory is affected.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                size,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }
+        .map_err(ShmError)?;
+        Ok(Region {
+            base: ptr.cast(),
+            len: size.get(),
+            slots,
+            servers,
+        })
+    }
+
+    fn slots_off(&self) -> usize {
+        self.servers * size_of::<ServerCell>()
+    }
+
+    fn slot_servers_off(&self) -> usize {
+        self.slots_off() + self.slots * size_of::<SlotCell>()
+    }
+
+    /// Number of worker slots.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// Number of servers (all listens).
+    pub fn servers(&self) -> usize {
+        self.servers
+    }
+
+    /// The cell of server `i` (global index). Panics if out of range, which
+    /// is a programming error (indices come from the same config).
+    pub fn server(&self, i: usize) -> &ServerCell {
+        assert!(i < self.servers, "server index out of range");
+        // SAFETY: in bounds (checked above), suitably aligned (the mapping is
+        // page-aligned and every cell size is a multiple of 8), zero is a
+        // valid bit pattern for atomics, and the mapping lives as long as self.
+        unsafe { &*self.base.as_ptr().add(i * size_of::<ServerCell>()).cast() }
+    }
+
+    /// The counters of worker slot `k`.
+    pub fn slot(&self, k: usize) -> &SlotCell {
+        assert!(k < self.slots, "slot index out of range");
+        // SAFETY: as in `server`.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(self.slots_off() + k * size_of::<SlotCell>())
+                .cast()
+        }
+    }
+
+    /// The counters of worker slot `k` for server `i`.
+    pub fn slot_server(&self, k: usize, i: usize) -> &SlotServerCell {
+        assert!(
+            k < self.slots && i < self.servers,
+            "cell index out of range"
+        );
+        let idx = k * self.servers + i;
+        // SAFETY: as in `server`.
+        unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(self.slot_servers_off() + idx * size_of::<SlotServerCell>())
+                .cast()
+        }
+    }
+
+    /// Active connections to server `i`, summed over all slots.
+    pub fn server_active(&self, i: usize) -> u64 {
+        (0..self.slots)
+            .map(|k| self.slot_server(k, i).active.load(Relaxed))
+            .sum()
+    }
+
+    /// Total connections dispatched to server `i`, summed over all slots.
+    pub fn server_total(&self, i: usize) -> u64 {
+        (0..self.slots)
+            .map(|k| self.slot_server(k, i).total.load(Relaxed))
+            .sum()
+    }
+
+    /// Failed connects to server `i`, summed over all slots.
+    pub fn server_failures(&self, i: usize) -> u64 {
+        (0..self.slots)
+            .map(|k| self.slot_server(k, i).failures.load(Relaxed))
+            .sum()
+    }
+
+    /// Forgets the live state of a slot whose worker died: its connections
+    /// are gone, so its active counts must not skew least-connections.
+    pub fn reset_slot(&self, k: usize) {
+        let slot = self.slot(k);
+        slot.active.store(0, Relaxed);
+        slot.phase.store(0, Relaxed);
+        slot.pid.store(0, Relaxed);
+        for i in 0..self.servers {
+            self.slot_server(k, i).active.store(0, Relaxed);
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: base/len describe the mapping made in `new`; no reference
+        // into it outlives `self` (they all borrow `self`).
+        let _ = unsafe { munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// Milliseconds on CLOCK_MONOTONIC: comparable across processes (unlike
+/// `Instant`), cheap (vDSO).
+pub fn now_ms() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000,
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_cells_are_distinct_and_zeroed() {
+        let r = Region::new(3, 4).expect("map");
+        assert_eq!(r.server(3).health.load(Relaxed), HEALTH_UP);
+        r.slot_server(2, 3).active.store(7, Relaxed);
+        r.slot_server(0, 3).active.store(1, Relaxed);
+        r.slot(2).total.store(9, Relaxed);
+        r.server(0).weight.store(5, Relaxed);
+        assert_eq!(r.server_active(3), 8);
+        assert_eq!(r.server_active(2), 0);
+        assert_eq!(r.slot(1).total.load(Relaxed), 0);
+        assert_eq!(r.server(1).weight.load(Relaxed), 0);
+        r.reset_slot(2);
+        assert_eq!(r.server_active(3), 1);
+        assert_eq!(r.slot(2).total.load(Relaxed), 9);
+    }
+
+    #[test]
+    fn region_is_shared_with_a_forked_child() {
+        let r = Region::new(1, 1).expect("map");
+        // SAFETY: the child only stores to an atomic and calls _exit.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                r.slot(0).total.store(42, Relaxed);
+                // SAFETY: _exit is async-signal-safe and skips test harness teardown.
+                unsafe { nix::libc::_exit(0) };
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::sys::wait::waitpid(child, None);
+                assert_eq!(r.slot(0).total.load(Relaxed), 42);
+            }
+        }
+    }
+}

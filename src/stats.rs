@@ -1,1 +1,381 @@
-//! Placeholder.
+//! Owns the `status` report: the [`Status`] snapshot the master builds from
+//! its slot table and the shared regions, its JSON form (`status --json`), and
+//! the Workerman-style text table (`status`). Also the connection listing
+//! type of `lbctl connections`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// lbctl version of the running master.
+    pub version: String,
+    /// The master's pid.
+    pub master_pid: u32,
+    /// The generation serving new connections.
+    pub generation: u64,
+    /// `starting`, `running`, `reloading`, `stopping`.
+    pub phase: String,
+    /// Seconds since the master started.
+    pub uptime_secs: u64,
+    /// Config file of the serving generation.
+    pub config: String,
+    /// `workers` of the serving generation.
+    pub workers_configured: usize,
+    /// One row per worker process (serving and draining).
+    pub workers: Vec<WorkerRow>,
+    /// One entry per listen of the serving generation.
+    pub listens: Vec<ListenRow>,
+}
+
+/// One worker process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WorkerRow {
+    /// Slot index.
+    pub slot: usize,
+    /// Process id (0 while being restarted).
+    pub pid: u32,
+    /// Generation it serves.
+    pub generation: u64,
+    /// `starting`, `running`, `draining`, `busy` (no heartbeat for 3s),
+    /// `restarting` (crashed, waiting for its back-off).
+    pub state: String,
+    /// Resident memory in KiB.
+    pub memory_kb: u64,
+    /// Open client connections.
+    pub active: u64,
+    /// Client connections accepted.
+    pub total: u64,
+    /// Bytes client → server.
+    pub bytes_in: u64,
+    /// Bytes server → client.
+    pub bytes_out: u64,
+    /// Connections ended by an error.
+    pub errors: u64,
+    /// Times this slot was respawned after a crash.
+    pub restarts: u64,
+}
+
+/// One listen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ListenRow {
+    /// Listen name.
+    pub name: String,
+    /// Bound address.
+    pub bind: String,
+    /// Strategy name.
+    pub balance: String,
+    /// Connections waiting for a server below `max_conns`.
+    pub queued: u64,
+    /// Connections closed because every server and the queue were full.
+    pub refused: u64,
+    /// Servers in config order.
+    pub servers: Vec<ServerRow>,
+}
+
+/// One server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServerRow {
+    /// Name (its address when it has none).
+    pub name: String,
+    /// Address.
+    pub addr: String,
+    /// `up`, `down`, `disabled`, `draining`.
+    pub state: String,
+    /// Last health check result or reason of the state, in words.
+    pub check: String,
+    /// Seconds since the state last changed.
+    pub since_secs: u64,
+    /// Runtime weight.
+    pub weight: u32,
+    /// Used only when no primary is usable.
+    pub backup: bool,
+    /// Active connections (all workers).
+    pub active: u64,
+    /// Connections dispatched.
+    pub total: u64,
+    /// Failed connects.
+    pub failures: u64,
+}
+
+/// One relayed connection (`lbctl connections`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnRow {
+    /// Worker process holding it.
+    pub worker_pid: u32,
+    /// Listen name.
+    pub listen: String,
+    /// Client address.
+    pub client: String,
+    /// Server address (empty while none is picked).
+    pub server: String,
+    /// Bytes client → server.
+    pub bytes_in: u64,
+    /// Bytes server → client.
+    pub bytes_out: u64,
+    /// Seconds since accepted.
+    pub age_secs: u64,
+    /// `connecting`, `relaying`, `half-closed`, `queued`.
+    pub state: String,
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+fn uptime(secs: u64) -> String {
+    format!(
+        "{} days {:02}:{:02}:{:02}",
+        secs / 86400,
+        secs % 86400 / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn rule(title: &str, width: usize) -> String {
+    let pad = width.saturating_sub(title.len() + 2);
+    format!(
+        "{} {} {}",
+        "-".repeat(pad / 2),
+        title,
+        "-".repeat(pad - pad / 2)
+    )
+}
+
+/// Renders a table: a header row and rows, columns padded to fit.
+fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.len());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let _ = write!(s, "{:<w$}  ", c, w = widths[i]);
+        }
+        s.trim_end().to_string()
+    };
+    out.push_str(&line(header.to_vec()));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push('\n');
+    }
+}
+
+impl Status {
+    /// The Workerman-style text report.
+    pub fn render(&self) -> String {
+        const W: usize = 100;
+        let mut out = String::new();
+        out.push_str(&rule("LBCTL STATUS", W));
+        out.push('\n');
+        let _ = writeln!(
+            out,
+            "lbctl version: {}    master pid: {}    generation: {}    phase: {}",
+            self.version, self.master_pid, self.generation, self.phase
+        );
+        let active: u64 = self.workers.iter().map(|w| w.active).sum();
+        let total: u64 = self.workers.iter().map(|w| w.total).sum();
+        let _ = writeln!(
+            out,
+            "run: {}    workers: {}    connections: {} active, {} total",
+            uptime(self.uptime_secs),
+            self.workers_configured,
+            active,
+            total
+        );
+        let _ = writeln!(out, "config: {}", self.config);
+        out.push_str(&rule("WORKERS", W));
+        out.push('\n');
+        let rows: Vec<Vec<String>> = self
+            .workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.slot.to_string(),
+                    w.pid.to_string(),
+                    w.generation.to_string(),
+                    format!("{:.1}M", w.memory_kb as f64 / 1024.0),
+                    w.active.to_string(),
+                    w.total.to_string(),
+                    human_bytes(w.bytes_in),
+                    human_bytes(w.bytes_out),
+                    w.errors.to_string(),
+                    w.restarts.to_string(),
+                    w.state.clone(),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &[
+                "slot",
+                "pid",
+                "gen",
+                "memory",
+                "active",
+                "total",
+                "bytes_in",
+                "bytes_out",
+                "errors",
+                "restarts",
+                "state",
+            ],
+            &rows,
+        );
+        out.push_str(&rule("SERVERS", W));
+        out.push('\n');
+        let mut rows = Vec::new();
+        for l in &self.listens {
+            for s in &l.servers {
+                rows.push(vec![
+                    format!("{} ({}, {})", l.name, l.bind, l.balance),
+                    if s.name == s.addr {
+                        s.addr.clone()
+                    } else {
+                        format!("{} {}", s.name, s.addr)
+                    },
+                    if s.backup {
+                        format!("{} (backup)", s.state)
+                    } else {
+                        s.state.clone()
+                    },
+                    s.weight.to_string(),
+                    s.active.to_string(),
+                    s.total.to_string(),
+                    s.failures.to_string(),
+                    format!("{} ({}s)", s.check, s.since_secs),
+                ]);
+            }
+        }
+        table(
+            &mut out,
+            &[
+                "listen", "server", "state", "weight", "active", "total", "failures", "check",
+            ],
+            &rows,
+        );
+        for l in &self.listens {
+            if l.queued > 0 || l.refused > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: {} queued, {} refused (all servers full)",
+                    l.name, l.queued, l.refused
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Renders `lbctl connections` as text.
+pub fn render_connections(rows: &[ConnRow]) -> String {
+    let mut out = String::new();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|c| {
+            vec![
+                c.worker_pid.to_string(),
+                c.listen.clone(),
+                c.client.clone(),
+                c.server.clone(),
+                human_bytes(c.bytes_in),
+                human_bytes(c.bytes_out),
+                format!("{}s", c.age_secs),
+                c.state.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &mut out,
+        &[
+            "worker",
+            "listen",
+            "client",
+            "server",
+            "bytes_in",
+            "bytes_out",
+            "age",
+            "state",
+        ],
+        &rows,
+    );
+    let _ = writeln!(out, "{} connections", rows.len());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_text_names_workers_and_servers() {
+        let s = Status {
+            version: "0.1.0".into(),
+            master_pid: 10,
+            generation: 2,
+            phase: "running".into(),
+            uptime_secs: 90061,
+            config: "/etc/lbctl/lbctl.toml".into(),
+            workers_configured: 1,
+            workers: vec![WorkerRow {
+                slot: 0,
+                pid: 4242,
+                generation: 2,
+                state: "running".into(),
+                memory_kb: 2048,
+                active: 1,
+                total: 5,
+                bytes_in: 2048,
+                bytes_out: 10,
+                errors: 0,
+                restarts: 0,
+            }],
+            listens: vec![ListenRow {
+                name: "web".into(),
+                bind: "127.0.0.1:8080".into(),
+                balance: "round_robin".into(),
+                queued: 0,
+                refused: 0,
+                servers: vec![ServerRow {
+                    name: "127.0.0.1:6001".into(),
+                    addr: "127.0.0.1:6001".into(),
+                    state: "up".into(),
+                    check: "ok".into(),
+                    since_secs: 3,
+                    weight: 1,
+                    backup: false,
+                    active: 1,
+                    total: 5,
+                    failures: 0,
+                }],
+            }],
+        };
+        let text = s.render();
+        assert!(text.contains("4242"), "{text}");
+        assert!(text.contains("127.0.0.1:6001"), "{text}");
+        assert!(text.contains("1 days 01:01:01"), "{text}");
+        assert!(text.contains("2.0K"), "{text}");
+        let json = serde_json::to_string(&s).expect("json");
+        let back: Status = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, s);
+    }
+}

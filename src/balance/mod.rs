@@ -39,6 +39,12 @@ pub trait ServerView {
     fn weight(&self, id: ServerId) -> u32;
     /// Active connections to this server, summed over all worker processes.
     fn active(&self, id: ServerId) -> u64;
+    /// A ticket from a counter shared by every worker process of the listen
+    /// (so `round_robin` rotates globally, not per process); `None` when the
+    /// view has no shared counter.
+    fn ticket(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A balancing strategy. One instance per listen per worker process, so
@@ -57,9 +63,7 @@ pub fn build(kind: BalanceKind, servers: &[ServerConfig]) -> Box<dyn Balancer> {
         BalanceKind::WeightedRoundRobin => {
             Box::new(weighted_round_robin::WeightedRoundRobin::new(servers.len()))
         }
-        BalanceKind::LeastConnections => {
-            Box::new(least_connections::LeastConnections::new())
-        }
+        BalanceKind::LeastConnections => Box::new(least_connections::LeastConnections::new()),
         BalanceKind::PowerOfTwo => Box::new(power_of_two::PowerOfTwo::new()),
         BalanceKind::SourceHash => Box::new(source_hash::SourceHash::new(servers)),
         BalanceKind::First => Box::new(first::First::new()),

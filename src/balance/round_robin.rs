@@ -1,4 +1,6 @@
 //! Owns `round_robin`: each eligible server in turn, skipping the others.
+//! The turn comes from the view's shared ticket when it has one (so all
+//! worker processes rotate together), else from a per-instance cursor.
 
 use super::{Balancer, ServerId, ServerView};
 
@@ -18,6 +20,12 @@ impl RoundRobin {
 impl Balancer for RoundRobin {
     fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
         let n = view.len();
+        if n == 0 {
+            return None;
+        }
+        if let Some(ticket) = view.ticket() {
+            self.next = (ticket % n as u64) as usize;
+        }
         for step in 0..n {
             let id = (self.next + step) % n;
             if view.eligible(id) {

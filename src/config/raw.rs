@@ -8,5 +8,9 @@ pub struct RawConfig;
 
 /// Parses TOML text into the raw structs.
 pub fn parse(_src: &str) -> Result<RawConfig, ConfigError> {
-    Err(ConfigError::Syntax { key: None, line: None, message: "config parsing not implemented".into() })
+    Err(ConfigError::Syntax {
+        key: None,
+        line: None,
+        message: "config parsing not implemented".into(),
+    })
 }

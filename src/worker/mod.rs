@@ -1,1 +1,583 @@
-//! Placeholder.
+//! Owns a worker process's event loop ([`run`]): one mio `Poll` over the
+//! inherited listening sockets, the channel to the master, and every proxied
+//! connection. Accepts until WouldBlock, picks a server through the listen's
+//! balancer, connects without blocking (retrying other servers on failure),
+//! relays with back-pressure, enforces connect/idle timeouts and `max_conns`
+//! queues, counts into its slot of the shared region, and drains on request.
+//! Nothing here blocks and no peer's error leaves its connection.
+
+pub mod buffer;
+pub mod conn;
+pub mod timers;
+pub mod view;
+
+use crate::balance::{self, Balancer};
+use crate::channel::{LineConn, MAX_LINE, ReadOutcome};
+use crate::config::Config;
+use crate::control::{FromWorker, ToWorker};
+use crate::shm::{self, Region};
+use crate::stats::ConnRow;
+use buffer::Pool;
+use conn::{ConnectState, Conn, Phase, Relay};
+use mio::net::{TcpListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use timers::Timers;
+use view::LiveView;
+
+const CHANNEL: Token = Token(usize::MAX - 1);
+const CONN_BASE: usize = 1 << 20;
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+const QUEUE_RETRY: Duration = Duration::from_millis(5);
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Everything a worker needs, handed over by the master after fork.
+#[derive(Debug)]
+pub struct WorkerCtx {
+    /// Slot index.
+    pub slot: usize,
+    /// Generation it serves.
+    pub generation: u64,
+    /// The generation's config.
+    pub config: Arc<Config>,
+    /// (listen index, listening socket) pairs this worker accepts on.
+    pub listeners: Vec<(usize, std::net::TcpListener)>,
+    /// The generation's shared region.
+    pub region: Arc<Region>,
+    /// The channel to the master.
+    pub channel: std::os::unix::net::UnixStream,
+}
+
+struct ListenRt {
+    base: usize,
+    balancer: Box<dyn Balancer>,
+    queue: VecDeque<(usize, u64)>,
+}
+
+struct Worker {
+    slot: usize,
+    config: Arc<Config>,
+    region: Arc<Region>,
+    poll: Poll,
+    listeners: Vec<(usize, TcpListener)>,
+    listens: Vec<ListenRt>,
+    channel: LineConn<UnixStream>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    serial: u64,
+    timers: Timers,
+    pool: Pool,
+    draining: bool,
+    accept_paused_until: Option<Instant>,
+    now: Instant,
+    pid: u32,
+}
+
+/// Runs a worker until it is told to stop or its master goes away; returns
+/// the process exit code.
+pub fn run(ctx: WorkerCtx) -> i32 {
+    match Worker::new(ctx) {
+        Ok(mut w) => match w.run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("lbctl worker {}: {e}", std::process::id());
+                3
+            }
+        },
+        Err(e) => {
+            eprintln!("lbctl worker {}: cannot start: {e}", std::process::id());
+            3
+        }
+    }
+}
+
+impl Worker {
+    fn new(ctx: WorkerCtx) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (i, (listen, l)) in ctx.listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(i), Interest::READABLE)?;
+            listeners.push((listen, l));
+        }
+        ctx.channel.set_nonblocking(true)?;
+        let mut channel = LineConn::new(UnixStream::from_std(ctx.channel), MAX_LINE);
+        poll.registry().register(
+            channel.stream_mut(),
+            CHANNEL,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let mut base = 0;
+        let listens = ctx
+            .config
+            .listens
+            .iter()
+            .map(|l| {
+                let rt = ListenRt {
+                    base,
+                    balancer: balance::build(l.balance, &l.servers),
+                    queue: VecDeque::new(),
+                };
+                base += l.servers.len();
+                rt
+            })
+            .collect();
+        let slot = ctx.region.slot(ctx.slot);
+        slot.heartbeat_ms.store(shm::now_ms(), Relaxed);
+        slot.phase.store(1, Relaxed);
+        Ok(Worker {
+            slot: ctx.slot,
+            config: ctx.config,
+            region: ctx.region,
+            poll,
+            listeners,
+            listens,
+            channel,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            serial: 0,
+            timers: Timers::new(),
+            pool: Pool::new(),
+            draining: false,
+            accept_paused_until: None,
+            now: Instant::now(),
+            pid: std::process::id(),
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        self.channel.send(&FromWorker::Ready)?;
+        let mut events = Events::with_capacity(1024);
+        let mut last_beat = Instant::now();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.now = Instant::now();
+            if self.now.duration_since(last_beat) >= HEARTBEAT {
+                last_beat = self.now;
+                self.region
+                    .slot(self.slot)
+                    .heartbeat_ms
+                    .store(shm::now_ms(), Relaxed);
+            }
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == CHANNEL {
+                    if !self.on_channel()? {
+                        return Ok(());
+                    }
+                } else if t.0 < self.listeners.len() {
+                    self.accept(t.0);
+                } else if t.0 >= CONN_BASE {
+                    let idx = (t.0 - CONN_BASE) / 2;
+                    let server_side = (t.0 - CONN_BASE) % 2 == 1;
+                    self.on_conn_event(idx, server_side, ev);
+                }
+            }
+            self.fire_timers();
+            self.serve_queues();
+            if let Some(until) = self.accept_paused_until
+                && self.now >= until
+            {
+                self.accept_paused_until = None;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            if self.draining && self.live == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let mut t = HEARTBEAT;
+        if let Some(d) = self.timers.next_timeout(Instant::now()) {
+            t = t.min(d);
+        }
+        if self.listens.iter().any(|l| !l.queue.is_empty()) {
+            t = t.min(QUEUE_RETRY);
+        }
+        if let Some(until) = self.accept_paused_until {
+            t = t.min(until.saturating_duration_since(Instant::now()));
+        }
+        t
+    }
+
+    /// Handles master messages; false when the master is gone.
+    fn on_channel(&mut self) -> io::Result<bool> {
+        let mut msgs: Vec<Result<ToWorker, String>> = Vec::new();
+        let outcome = self.channel.read_msgs(&mut msgs);
+        for msg in msgs.into_iter().flatten() {
+            match msg {
+                ToWorker::Drain => self.start_drain(),
+                ToWorker::Connections { id } => {
+                    let connections = self.connection_rows();
+                    self.channel
+                        .send(&FromWorker::Connections { id, connections })?;
+                }
+            }
+        }
+        if self.channel.has_pending_writes() {
+            self.channel.flush()?;
+        }
+        Ok(outcome == ReadOutcome::Open)
+    }
+
+    fn start_drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.region.slot(self.slot).phase.store(2, Relaxed);
+        for (_, mut l) in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Queued clients have no server yet; they are dropped like a
+        // connection that arrived after the drain (new workers serve retries).
+        for l in 0..self.listens.len() {
+            while let Some((idx, serial)) = self.listens[l].queue.pop_front() {
+                self.close_if(idx, serial, true);
+            }
+        }
+    }
+
+    fn accept(&mut self, i: usize) {
+        if self.draining || self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            let Some((listen, listener)) = self.listeners.get(i) else {
+                return;
+            };
+            let listen = *listen;
+            match listener.accept() {
+                Ok((stream, addr)) => self.on_accept(listen, stream, addr),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let code = e.raw_os_error();
+                    if code == Some(nix::libc::EMFILE)
+                        || code == Some(nix::libc::ENFILE)
+                        || code == Some(nix::libc::ENOBUFS)
+                        || code == Some(nix::libc::ENOMEM)
+                    {
+                        // Out of descriptors: stop accepting for a moment
+                        // instead of spinning on a queue we cannot serve.
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                        return;
+                    }
+                    // ECONNABORTED and the like concern one client only.
+                }
+            }
+        }
+    }
+
+    fn on_accept(&mut self, listen: usize, stream: mio::net::TcpStream, addr: std::net::SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        self.serial += 1;
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let mut conn = Conn::new(self.serial, listen, stream, addr, self.now);
+        let token = Token(CONN_BASE + 2 * idx);
+        if self
+            .poll
+            .registry()
+            .register(&mut conn.client, token, Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.free.push(idx);
+            return;
+        }
+        let slot = self.region.slot(self.slot);
+        slot.active.fetch_add(1, Relaxed);
+        slot.total.fetch_add(1, Relaxed);
+        self.live += 1;
+        let serial = conn.serial;
+        self.conns[idx] = Some(conn);
+        self.dispatch(idx, serial);
+    }
+
+    /// Picks a server and starts connecting, queues, or closes the client.
+    fn dispatch(&mut self, idx: usize, serial: u64) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.serial != serial {
+            return;
+        }
+        let listen_idx = conn.listen;
+        let listen = &self.config.listens[listen_idx];
+        let rt = &mut self.listens[listen_idx];
+        let now_ms = shm::now_ms();
+        loop {
+            let attempts = conn.tried.len() as u32;
+            if attempts > listen.retries {
+                break;
+            }
+            let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, now_ms);
+            let key = balance::client_key(conn.client_addr.ip());
+            let Some(id) = rt.balancer.pick(&view, key) else {
+                if conn.tried.is_empty() && view.all_full() {
+                    if rt.queue.len() < listen.queue.size {
+                        conn.phase = Phase::Queued {
+                            deadline: self.now + listen.queue.timeout,
+                        };
+                        rt.queue.push_back((idx, serial));
+                        self.region.server(rt.base).queued.fetch_add(1, Relaxed);
+                        self.timers
+                            .push(self.now + listen.queue.timeout, idx, serial);
+                        return;
+                    }
+                    self.region.server(rt.base).refused.fetch_add(1, Relaxed);
+                }
+                break;
+            };
+            let g = rt.base + id;
+            let addr = listen.servers[id].addr;
+            let deadline = self.now + listen.timeouts.connect;
+            let cell = self.region.slot_server(self.slot, g);
+            cell.active.fetch_add(1, Relaxed);
+            cell.total.fetch_add(1, Relaxed);
+            match conn.start_connect(id, addr, deadline) {
+                Ok(server) => {
+                    let token = Token(CONN_BASE + 2 * idx + 1);
+                    if self
+                        .poll
+                        .registry()
+                        .register(server, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        self.timers.push(deadline, idx, serial);
+                        return;
+                    }
+                    cell.active.fetch_sub(1, Relaxed);
+                    conn.server = None;
+                }
+                Err(_) => {
+                    cell.active.fetch_sub(1, Relaxed);
+                    cell.failures.fetch_add(1, Relaxed);
+                    view::record_failure(&self.region, g, listen, now_ms);
+                    conn.server = None;
+                }
+            }
+        }
+        // No server: the client is closed.
+        self.close(idx, true);
+    }
+
+    fn on_conn_event(&mut self, idx: usize, server_side: bool, ev: &mio::event::Event) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.on_event(server_side, ev);
+        conn.last_active = self.now;
+        self.progress(idx);
+    }
+
+    /// Advances a connection after readiness changed.
+    fn progress(&mut self, idx: usize) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        match conn.phase {
+            Phase::Queued { .. } => return,
+            Phase::Connecting { .. } => match conn.check_connect() {
+                ConnectState::Pending => return,
+                ConnectState::Connected => {}
+                ConnectState::Failed(_) => {
+                    self.connect_failed(idx);
+                    return;
+                }
+            },
+            Phase::Relaying => {}
+        }
+        let result = conn.relay(&mut self.pool);
+        let slot = self.region.slot(self.slot);
+        match result {
+            Ok(Relay::Open(up, down)) => {
+                if up > 0 {
+                    slot.bytes_in.fetch_add(up, Relaxed);
+                }
+                if down > 0 {
+                    slot.bytes_out.fetch_add(down, Relaxed);
+                }
+                // The idle deadline needs no arming here: the connect
+                // deadline's timer entry re-arms itself as the idle one.
+            }
+            Ok(Relay::Finished(up, down)) => {
+                slot.bytes_in.fetch_add(up, Relaxed);
+                slot.bytes_out.fetch_add(down, Relaxed);
+                self.close(idx, false);
+            }
+            Err(_) => self.close(idx, true),
+        }
+    }
+
+    fn connect_failed(&mut self, idx: usize) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let listen = &self.config.listens[conn.listen];
+        if let (Some(id), Some(mut server)) = (conn.server_id, conn.server.take()) {
+            let _ = self.poll.registry().deregister(&mut server);
+            let g = self.listens[conn.listen].base + id;
+            let cell = self.region.slot_server(self.slot, g);
+            cell.active.fetch_sub(1, Relaxed);
+            cell.failures.fetch_add(1, Relaxed);
+            view::record_failure(&self.region, g, listen, shm::now_ms());
+        }
+        conn.server_id = None;
+        let serial = conn.serial;
+        self.dispatch(idx, serial);
+    }
+
+    fn fire_timers(&mut self) {
+        while let Some((idx, serial)) = self.timers.pop_due(self.now) {
+            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                continue;
+            };
+            if conn.serial != serial {
+                continue;
+            }
+            let listen = &self.config.listens[conn.listen];
+            match conn.phase {
+                Phase::Queued { deadline } => {
+                    if self.now >= deadline {
+                        let rt = &mut self.listens[conn.listen];
+                        rt.queue.retain(|&(i, s)| !(i == idx && s == serial));
+                        self.region.server(rt.base).queued.fetch_sub(1, Relaxed);
+                        self.region.server(rt.base).refused.fetch_add(1, Relaxed);
+                        self.close(idx, true);
+                    }
+                }
+                Phase::Connecting { deadline } => {
+                    if self.now >= deadline {
+                        self.connect_failed(idx);
+                    }
+                }
+                Phase::Relaying => {
+                    let due = conn.last_active + listen.timeouts.idle;
+                    if self.now >= due {
+                        self.close(idx, false);
+                    } else {
+                        self.timers.push(due, idx, serial);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries queued connections (servers may have freed up anywhere).
+    fn serve_queues(&mut self) {
+        for l in 0..self.listens.len() {
+            let n = self.listens[l].queue.len();
+            for _ in 0..n {
+                let Some((idx, serial)) = self.listens[l].queue.pop_front() else {
+                    break;
+                };
+                let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                    continue;
+                };
+                if conn.serial != serial {
+                    continue;
+                }
+                let rt = &self.listens[l];
+                let listen = &self.config.listens[l];
+                let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, shm::now_ms());
+                let free = (0..listen.servers.len())
+                    .any(|id| crate::balance::ServerView::eligible(&view, id));
+                if free {
+                    self.region.server(rt.base).queued.fetch_sub(1, Relaxed);
+                    conn.phase = Phase::Relaying;
+                    self.dispatch(idx, serial);
+                } else {
+                    self.listens[l].queue.push_back((idx, serial));
+                    // Later entries wait behind this one (FIFO).
+                    let rest = n - 1;
+                    for _ in 0..rest {
+                        if let Some(e) = self.listens[l].queue.pop_front() {
+                            self.listens[l].queue.push_back(e);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn close_if(&mut self, idx: usize, serial: u64, error: bool) {
+        if let Some(Some(conn)) = self.conns.get(idx)
+            && conn.serial == serial
+        {
+            self.close(idx, error);
+        }
+    }
+
+    /// Drops a connection: both sockets closed (the kernel removes them from
+    /// epoll), buffers back to the pool, counters updated.
+    fn close(&mut self, idx: usize, error: bool) {
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        conn.release(&mut self.pool);
+        if let Some(id) = conn.server_id
+            && conn.server.is_some()
+        {
+            let g = self.listens[conn.listen].base + id;
+            self.region
+                .slot_server(self.slot, g)
+                .active
+                .fetch_sub(1, Relaxed);
+        }
+        let slot = self.region.slot(self.slot);
+        slot.active.fetch_sub(1, Relaxed);
+        if error {
+            slot.errors.fetch_add(1, Relaxed);
+        }
+        self.live -= 1;
+        self.free.push(idx);
+    }
+
+    fn connection_rows(&self) -> Vec<ConnRow> {
+        self.conns
+            .iter()
+            .flatten()
+            .map(|c| {
+                let listen = &self.config.listens[c.listen];
+                ConnRow {
+                    worker_pid: self.pid,
+                    listen: listen.name.clone(),
+                    client: c.client_addr.to_string(),
+                    server: c
+                        .server_id
+                        .and_then(|id| listen.servers.get(id))
+                        .map(|s| s.addr.to_string())
+                        .unwrap_or_default(),
+                    bytes_in: c.up.bytes,
+                    bytes_out: c.down.bytes,
+                    age_secs: self.now.duration_since(c.accepted).as_secs(),
+                    state: c.state_name().to_string(),
+                }
+            })
+            .collect()
+    }
+}

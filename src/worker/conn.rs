@@ -1,0 +1,223 @@
+//! Owns one proxied connection: the client socket, the server socket once a
+//! server is picked, the two [`Pipe`]s, the edge-triggered readiness flags,
+//! the connect-then-relay phase, and the half-close rules (EOF from one side
+//! is forwarded as `shutdown(Write)` to the other while the other direction
+//! keeps flowing; the connection ends when both directions are done).
+
+use super::buffer::{Flow, Pipe, Pool};
+use crate::balance::ServerId;
+use mio::event::Event;
+use mio::net::TcpStream;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a server below `max_conns`, until the deadline.
+    Queued {
+        /// When the connection gives up waiting.
+        deadline: Instant,
+    },
+    /// Non-blocking connect in progress, until the deadline.
+    Connecting {
+        /// Connect timeout.
+        deadline: Instant,
+    },
+    /// Bytes flow both ways.
+    Relaying,
+}
+
+/// One client connection and its server side.
+#[derive(Debug)]
+pub struct Conn {
+    /// Distinguishes reuses of the same slab slot (timers, stale events).
+    pub serial: u64,
+    /// Index of the listen it came in on.
+    pub listen: usize,
+    /// The client socket.
+    pub client: TcpStream,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The server socket, while connecting or relaying.
+    pub server: Option<TcpStream>,
+    /// The server picked (index in the listen's servers).
+    pub server_id: Option<ServerId>,
+    /// Servers already tried for this client (never retried).
+    pub tried: Vec<ServerId>,
+    /// Phase.
+    pub phase: Phase,
+    /// Client → server.
+    pub up: Pipe,
+    /// Server → client.
+    pub down: Pipe,
+    client_readable: bool,
+    client_writable: bool,
+    server_readable: bool,
+    server_writable: bool,
+    /// When the client was accepted.
+    pub accepted: Instant,
+    /// Last event time (idle timeout).
+    pub last_active: Instant,
+}
+
+/// Result of checking a non-blocking connect.
+#[derive(Debug)]
+pub enum ConnectState {
+    /// Not finished yet.
+    Pending,
+    /// Connected.
+    Connected,
+    /// Failed.
+    Failed(io::Error),
+}
+
+/// What a relay step left.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Relay {
+    /// Still open; bytes moved (client → server, server → client) this step.
+    Open(u64, u64),
+    /// Both directions finished cleanly.
+    Finished(u64, u64),
+}
+
+impl Conn {
+    /// A freshly accepted client.
+    pub fn new(
+        serial: u64,
+        listen: usize,
+        client: TcpStream,
+        client_addr: SocketAddr,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            serial,
+            listen,
+            client,
+            client_addr,
+            server: None,
+            server_id: None,
+            tried: Vec::new(),
+            phase: Phase::Relaying,
+            up: Pipe::default(),
+            down: Pipe::default(),
+            // The client may already have sent bytes before registration.
+            client_readable: true,
+            client_writable: true,
+            server_readable: false,
+            server_writable: false,
+            accepted: now,
+            last_active: now,
+        }
+    }
+
+    /// Records readiness from an event on one of the two sockets.
+    pub fn on_event(&mut self, server_side: bool, ev: &Event) {
+        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        if server_side {
+            self.server_readable |= readable;
+            self.server_writable |= writable;
+        } else {
+            self.client_readable |= readable;
+            self.client_writable |= writable;
+        }
+    }
+
+    /// Starts a connect attempt to `server_id` at `addr`.
+    pub fn start_connect(
+        &mut self,
+        server_id: ServerId,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> io::Result<&mut TcpStream> {
+        self.server = None;
+        self.server_readable = false;
+        self.server_writable = false;
+        self.server_id = Some(server_id);
+        self.tried.push(server_id);
+        self.phase = Phase::Connecting { deadline };
+        let stream = TcpStream::connect(addr)?;
+        Ok(self.server.insert(stream))
+    }
+
+    /// Checks the outcome of the connect in progress (mio's recipe:
+    /// `take_error`, then `peer_addr`).
+    pub fn check_connect(&mut self) -> ConnectState {
+        let Some(server) = &self.server else {
+            return ConnectState::Failed(io::ErrorKind::NotConnected.into());
+        };
+        if !self.server_writable && !self.server_readable {
+            return ConnectState::Pending;
+        }
+        match server.take_error() {
+            Ok(Some(e)) | Err(e) => return ConnectState::Failed(e),
+            Ok(None) => {}
+        }
+        match server.peer_addr() {
+            Ok(_) => {
+                let _ = server.set_nodelay(true);
+                self.phase = Phase::Relaying;
+                ConnectState::Connected
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                self.server_writable = false;
+                self.server_readable = false;
+                ConnectState::Pending
+            }
+            Err(e) => ConnectState::Failed(e),
+        }
+    }
+
+    /// Moves bytes both ways as far as readiness and buffers allow.
+    pub fn relay(&mut self, pool: &mut Pool) -> io::Result<Relay> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(Relay::Open(0, 0));
+        };
+        let up_before = self.up.bytes;
+        let down_before = self.down.bytes;
+        loop {
+            let a = self.up.pump(
+                &mut self.client,
+                &mut self.client_readable,
+                server,
+                &mut self.server_writable,
+                pool,
+            )?;
+            let b = self.down.pump(
+                server,
+                &mut self.server_readable,
+                &mut self.client,
+                &mut self.client_writable,
+                pool,
+            )?;
+            if a == Flow::Idle && b == Flow::Idle {
+                break;
+            }
+        }
+        let moved_up = self.up.bytes - up_before;
+        let moved_down = self.down.bytes - down_before;
+        if self.up.done() && self.down.done() {
+            Ok(Relay::Finished(moved_up, moved_down))
+        } else {
+            Ok(Relay::Open(moved_up, moved_down))
+        }
+    }
+
+    /// Gives the buffers back (the connection is being dropped).
+    pub fn release(&mut self, pool: &mut Pool) {
+        self.up.release(pool);
+        self.down.release(pool);
+    }
+
+    /// A word for `lbctl connections`.
+    pub fn state_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Queued { .. } => "queued",
+            Phase::Connecting { .. } => "connecting",
+            Phase::Relaying if self.up.eof || self.down.eof => "half-closed",
+            Phase::Relaying => "relaying",
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Owns the worker's live view of a listen's servers for the balancer
+//! ([`LiveView`]): eligibility from the shared region (health, admin state,
+//! passive failures, `max_conns`, backup tier, servers already tried for this
+//! client) and effective weight (runtime weight, slow start); and the passive
+//! failure bookkeeping ([`record_failure`]) that marks a server down for
+//! `fail_timeout` after `max_fails` connect failures (nginx semantics).
+
+use crate::balance::{ServerId, ServerView};
+use crate::config::ListenConfig;
+use crate::shm::{ADMIN_ENABLED, HEALTH_UP, Region};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The view of one listen at the moment of one pick.
+#[derive(Debug)]
+pub struct LiveView<'a> {
+    region: &'a Region,
+    listen: &'a ListenConfig,
+    base: usize,
+    tried: &'a [ServerId],
+    now_ms: u64,
+    backup_tier: bool,
+}
+
+impl<'a> LiveView<'a> {
+    /// A view of `listen` (whose servers start at global index `base`),
+    /// excluding `tried`.
+    pub fn new(
+        region: &'a Region,
+        listen: &'a ListenConfig,
+        base: usize,
+        tried: &'a [ServerId],
+        now_ms: u64,
+    ) -> LiveView<'a> {
+        let mut v = LiveView {
+            region,
+            listen,
+            base,
+            tried,
+            now_ms,
+            backup_tier: false,
+        };
+        let primary_usable = (0..listen.servers.len())
+            .any(|id| !listen.servers[id].backup && v.usable(id) && !tried.contains(&id));
+        v.backup_tier = !primary_usable;
+        v
+    }
+
+    /// Up, enabled, not passively down, weight ≥ 1, below `max_conns`.
+    pub fn usable(&self, id: ServerId) -> bool {
+        self.usable_ignoring_limit(id) && !self.full(id)
+    }
+
+    /// Usable but for `max_conns`.
+    pub fn usable_ignoring_limit(&self, id: ServerId) -> bool {
+        let cell = self.region.server(self.base + id);
+        cell.health.load(Relaxed) == HEALTH_UP
+            && cell.admin.load(Relaxed) == ADMIN_ENABLED
+            && cell.down_until_ms.load(Relaxed) <= self.now_ms
+            && cell.weight.load(Relaxed) > 0
+    }
+
+    /// At its `max_conns`.
+    pub fn full(&self, id: ServerId) -> bool {
+        match self.listen.servers.get(id).and_then(|s| s.max_conns) {
+            Some(max) => self.region.server_active(self.base + id) >= u64::from(max),
+            None => false,
+        }
+    }
+
+    /// True when some server of the current tier would be usable but for
+    /// `max_conns`: the connection should wait in the queue.
+    pub fn all_full(&self) -> bool {
+        (0..self.listen.servers.len()).any(|id| {
+            self.listen.servers[id].backup == self.backup_tier
+                && !self.tried.contains(&id)
+                && self.usable_ignoring_limit(id)
+                && self.full(id)
+        })
+    }
+}
+
+impl ServerView for LiveView<'_> {
+    fn len(&self) -> usize {
+        self.listen.servers.len()
+    }
+
+    fn eligible(&self, id: ServerId) -> bool {
+        id < self.listen.servers.len()
+            && self.listen.servers[id].backup == self.backup_tier
+            && !self.tried.contains(&id)
+            && self.usable(id)
+    }
+
+    fn weight(&self, id: ServerId) -> u32 {
+        let Some(server) = self.listen.servers.get(id) else {
+            return 0;
+        };
+        let w = self.region.server(self.base + id).weight.load(Relaxed);
+        match server.slow_start {
+            Some(ramp) if w > 0 => {
+                let since = self.region.server(self.base + id).up_since_ms.load(Relaxed);
+                let elapsed = self.now_ms.saturating_sub(since);
+                let ramp = ramp.as_millis().max(1) as u64;
+                if since == 0 || elapsed >= ramp {
+                    w
+                } else {
+                    ((u64::from(w) * elapsed / ramp) as u32).max(1)
+                }
+            }
+            _ => w,
+        }
+    }
+
+    fn active(&self, id: ServerId) -> u64 {
+        self.region.server_active(self.base + id)
+    }
+
+    fn ticket(&self) -> Option<u64> {
+        Some(u64::from(
+            self.region.server(self.base).ticket.fetch_add(1, Relaxed),
+        ))
+    }
+}
+
+/// Counts a connect failure to global server `g`; after `max_fails` within
+/// `fail_timeout` the server is passively down for `fail_timeout`.
+pub fn record_failure(region: &Region, g: usize, listen: &ListenConfig, now_ms: u64) {
+    if listen.max_fails == 0 {
+        return;
+    }
+    let window = listen.fail_timeout.as_millis() as u64;
+    let cell = region.server(g);
+    let start = cell.fail_window_ms.load(Relaxed);
+    let count = if start == 0 || now_ms.saturating_sub(start) > window {
+        cell.fail_window_ms.store(now_ms, Relaxed);
+        cell.fail_count.store(1, Relaxed);
+        1
+    } else {
+        cell.fail_count.fetch_add(1, Relaxed) + 1
+    };
+    if count >= listen.max_fails {
+        cell.down_until_ms.store(now_ms + window, Relaxed);
+        cell.fail_count.store(0, Relaxed);
+        cell.fail_window_ms.store(0, Relaxed);
+    }
+}
