@@ -1,1 +1,430 @@
-//! Placeholder.
+//! Owns the command line: the clap definitions ([`Cli`], [`Command`]) and
+//! [`run`], which dispatches each command — starting a master (foreground or
+//! daemon), or talking to a running one over its control socket and turning
+//! the answer into output and an exit code.
+
+use crate::config::{self, Config};
+use crate::control::{Client, Request, Response, ServerAction};
+use crate::error::Error;
+use crate::master::{self, Master, daemon};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// lbctl: a high-availability TCP load balancer (Workerman's process model).
+#[derive(Debug, Parser)]
+#[command(name = "lbctl", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the master and its workers.
+    Start {
+        /// Config file (default /etc/lbctl/lbctl.toml, else conf/lbctl.toml).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Run in the background (returns once the workers accept).
+        #[arg(short, long)]
+        daemon: bool,
+    },
+    /// Stop the running master.
+    Stop {
+        /// Config file of the running master.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Let open connections finish first (bounded by drain_timeout).
+        #[arg(short, long)]
+        graceful: bool,
+    },
+    /// Stop, then start again.
+    Restart {
+        /// Config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Start in the background.
+        #[arg(short, long)]
+        daemon: bool,
+        /// Stop gracefully.
+        #[arg(short, long)]
+        graceful: bool,
+    },
+    /// Re-read the config and replace the workers without dropping connections.
+    Reload {
+        /// Config file of the running master.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Show masters, workers and servers.
+    Status {
+        /// Config file of the running master.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Refresh every second.
+        #[arg(short = 'd', long = "watch")]
+        watch: bool,
+    },
+    /// List every relayed connection.
+    Connections {
+        /// Config file of the running master.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file (exit 0 when valid, 1 when not).
+    Check {
+        /// Config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Runtime control of one server (no reload needed; a reload resets it).
+    Server {
+        /// Config file of the running master.
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        /// The action.
+        #[command(subcommand)]
+        action: ServerCmd,
+    },
+    /// Run the demo: a balancer on 127.0.0.1:8080 over two built-in nodes.
+    Demo,
+}
+
+/// `lbctl server ...`.
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// List servers with their state.
+    List,
+    /// Take traffic again.
+    Enable {
+        /// LISTEN/SERVER (server name or address).
+        target: String,
+    },
+    /// Take no new connections.
+    Disable {
+        /// LISTEN/SERVER.
+        target: String,
+    },
+    /// Take no new connections; open ones finish.
+    Drain {
+        /// LISTEN/SERVER.
+        target: String,
+    },
+    /// Set the runtime weight.
+    Weight {
+        /// LISTEN/SERVER.
+        target: String,
+        /// New weight (0 = no new connections).
+        weight: u32,
+    },
+}
+
+/// Runs a command.
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Start { config, daemon } => start(&config_path(config)?, daemon),
+        Command::Stop { config, graceful } => stop(&config_path(config)?, graceful),
+        Command::Restart {
+            config,
+            daemon,
+            graceful,
+        } => {
+            let path = config_path(config)?;
+            let cfg = config::load(&path)?;
+            let ends = endpoints(&path);
+            if daemon::PidFile::running(&ends.pid_file).is_some() {
+                stop(&path, graceful)?;
+            }
+            drop(cfg);
+            start(&path, daemon)
+        }
+        Command::Reload { config } => {
+            let path = config_path(config)?;
+            let ends = endpoints(&path);
+            match call(&ends, &Request::Reload, Duration::from_secs(60))? {
+                Response::Done { message } => {
+                    println!("{message}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => Err(remote_error(other)),
+            }
+        }
+        Command::Status {
+            config,
+            json,
+            watch,
+        } => status(&config_path(config)?, json, watch),
+        Command::Connections { config, json } => {
+            let ends = endpoints(&config_path(config)?);
+            match call(&ends, &Request::Connections, Duration::from_secs(10))? {
+                Response::Connections { connections, busy } => {
+                    if json {
+                        let v = serde_json::json!({ "connections": connections, "busy": busy });
+                        println!("{v}");
+                    } else {
+                        print!("{}", crate::stats::render_connections(&connections));
+                        for pid in busy {
+                            println!("worker {pid}: busy (did not answer in time)");
+                        }
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => Err(remote_error(other)),
+            }
+        }
+        Command::Check { config } => {
+            let path = config_path(config)?;
+            let cfg = config::load(&path)?;
+            let servers: usize = cfg.listens.iter().map(|l| l.servers.len()).sum();
+            println!(
+                "ok: {} is valid ({} listens, {} servers, {} workers)",
+                path.display(),
+                cfg.listens.len(),
+                servers,
+                cfg.master.workers
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Server { config, action } => server(&config_path(config)?, action),
+        Command::Demo => crate::demo::run(),
+    }
+}
+
+/// `-c FILE`, else `/etc/lbctl/lbctl.toml` when it exists, else
+/// `conf/lbctl.toml`; made absolute (a daemon changes directory).
+pub fn config_path(given: Option<PathBuf>) -> Result<PathBuf, Error> {
+    let path = match given {
+        Some(p) => p,
+        None => {
+            let etc = PathBuf::from("/etc/lbctl/lbctl.toml");
+            if etc.exists() {
+                etc
+            } else {
+                PathBuf::from("conf/lbctl.toml")
+            }
+        }
+    };
+    if path.is_absolute() {
+        return Ok(path);
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::Runtime(format!("cannot read the current directory: {e}")))?;
+    Ok(cwd.join(path))
+}
+
+/// Where a running master of this config file can be found.
+#[derive(Debug)]
+pub struct Endpoints {
+    /// Control socket.
+    pub control_socket: PathBuf,
+    /// Pid file.
+    pub pid_file: PathBuf,
+    /// Drain timeout (bounds how long `stop -g` waits).
+    pub drain_timeout: Duration,
+}
+
+/// Finds the control socket and pid file of `path` — from the validated
+/// config when it is valid, else leniently from the raw TOML, so that
+/// `reload` of a broken file still reaches the master (which then rejects
+/// it with the key and line).
+pub fn endpoints(path: &Path) -> Endpoints {
+    if let Ok(cfg) = config::load(path) {
+        return Endpoints {
+            control_socket: cfg.master.control_socket,
+            pid_file: cfg.master.pid_file,
+            drain_timeout: cfg.master.drain_timeout,
+        };
+    }
+    let base = path.parent().unwrap_or(Path::new("/"));
+    let table: toml::Table = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    let get = |key: &str, default: &str| -> PathBuf {
+        let v = table
+            .get("master")
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or(default);
+        base.join(v)
+    };
+    Endpoints {
+        control_socket: get("control_socket", "/run/lbctl/lbctl.sock"),
+        pid_file: get("pid_file", "/run/lbctl/lbctl.pid"),
+        drain_timeout: Duration::from_secs(30),
+    }
+}
+
+fn call(ends: &Endpoints, req: &Request, timeout: Duration) -> Result<Response, Error> {
+    Ok(Client::new(&ends.control_socket).call(req, timeout)?)
+}
+
+fn remote_error(resp: Response) -> Error {
+    match resp {
+        Response::Error { message } => Error::Remote {
+            config: message.starts_with("reload rejected"),
+            message,
+        },
+        other => Error::Runtime(format!("unexpected answer from the master: {other:?}")),
+    }
+}
+
+fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
+    let cfg: Config = config::load(path)?;
+    if let Some(pid) = daemon::PidFile::running(&cfg.master.pid_file) {
+        return Err(master::MasterError::AlreadyRunning {
+            pid: Some(pid),
+            pid_file: cfg.master.pid_file.clone(),
+        }
+        .into());
+    }
+    if !daemonize {
+        let pid_file = master::lock_pid_file(&cfg)?;
+        let m = Master::start(path, cfg, pid_file, None)?;
+        let code = m.run();
+        return Ok(ExitCode::from(code as u8));
+    }
+    let log_file = cfg.master.log_file.clone();
+    let fd = match daemon::daemonize(&log_file)
+        .map_err(|e| Error::Runtime(format!("cannot daemonize (log file {}): {e}", log_file.display())))?
+    {
+        daemon::Daemonized::Parent(msg) => {
+            return if msg == "ok" {
+                let pid = daemon::PidFile::running(&cfg.master.pid_file)
+                    .map_or_else(|| "?".to_string(), |p| p.to_string());
+                println!(
+                    "lbctl started in the background (master pid {pid}, log {})",
+                    log_file.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else if msg.is_empty() {
+                Err(Error::Runtime(format!(
+                    "the daemon exited during startup; see {}",
+                    log_file.display()
+                )))
+            } else {
+                Err(Error::Runtime(msg))
+            };
+        }
+        daemon::Daemonized::Daemon(fd) => fd,
+    };
+    let mut ready = Some(fd);
+    let fail = |ready: &mut Option<std::os::fd::OwnedFd>, e: &Error| {
+        master::log(&format!("cannot start: {e}"));
+        if let Some(fd) = ready.take() {
+            use std::io::Write;
+            let _ = std::fs::File::from(fd).write_all(e.to_string().as_bytes());
+        }
+    };
+    let pid_file = match master::lock_pid_file(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = Error::from(e);
+            fail(&mut ready, &e);
+            return Err(e);
+        }
+    };
+    let mut spare = ready.as_ref().and_then(|fd| fd.try_clone().ok());
+    match Master::start(path, cfg, pid_file, ready.take()) {
+        Ok(m) => {
+            drop(spare);
+            Ok(ExitCode::from(m.run() as u8))
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            fail(&mut spare, &e);
+            Err(e)
+        }
+    }
+}
+
+fn stop(path: &Path, graceful: bool) -> Result<ExitCode, Error> {
+    let ends = endpoints(path);
+    let wait = ends.drain_timeout + Duration::from_secs(15);
+    match call(&ends, &Request::Stop { graceful }, wait)? {
+        Response::Done { message } => {
+            // The master answers just before it exits; wait for the pid
+            // file lock to go so `stop` returning means it is gone.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while daemon::PidFile::running(&ends.pid_file).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            println!("lbctl {message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(remote_error(other)),
+    }
+}
+
+fn status(path: &Path, json: bool, watch: bool) -> Result<ExitCode, Error> {
+    let ends = endpoints(path);
+    loop {
+        let resp = call(&ends, &Request::Status, Duration::from_secs(5))?;
+        let Response::Status { status } = resp else {
+            return Err(remote_error(resp));
+        };
+        if json {
+            let s = serde_json::to_string(&status)
+                .map_err(|e| Error::Runtime(format!("cannot encode status: {e}")))?;
+            println!("{s}");
+        } else {
+            if watch {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", status.render());
+        }
+        if !watch {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn server(path: &Path, action: ServerCmd) -> Result<ExitCode, Error> {
+    let ends = endpoints(path);
+    let (action, target) = match action {
+        ServerCmd::List => {
+            let resp = call(&ends, &Request::Status, Duration::from_secs(5))?;
+            let Response::Status { status } = resp else {
+                return Err(remote_error(resp));
+            };
+            for l in &status.listens {
+                for s in &l.servers {
+                    println!(
+                        "{}/{}\t{}\t{}\tweight {}\tactive {}\ttotal {}\t{}",
+                        l.name,
+                        s.name,
+                        s.addr,
+                        s.state,
+                        s.weight,
+                        s.active,
+                        s.total,
+                        s.check
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ServerCmd::Enable { target } => (ServerAction::Enable, target),
+        ServerCmd::Disable { target } => (ServerAction::Disable, target),
+        ServerCmd::Drain { target } => (ServerAction::Drain, target),
+        ServerCmd::Weight { target, weight } => (ServerAction::Weight(weight), target),
+    };
+    match call(&ends, &Request::Server { action, target }, Duration::from_secs(5))? {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(remote_error(other)),
+    }
+}

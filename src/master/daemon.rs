@@ -1,0 +1,244 @@
+//! Owns the process plumbing around the master: the locked pid file, daemon
+//! mode (double fork, setsid, stdin from /dev/null, stdout and stderr to the
+//! log file, a readiness pipe back to `lbctl start -d`), systemd's
+//! `sd_notify`, and the log-line format.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The master's pid file, locked (flock) for the master's whole life: a stale
+/// file left by a crash is never mistaken for a running master.
+#[derive(Debug)]
+pub struct PidFile {
+    lock: Option<Flock<File>>,
+    path: PathBuf,
+}
+
+/// Outcome of trying to take the pid file.
+#[derive(Debug)]
+pub enum PidError {
+    /// Another live master holds the lock.
+    Running(Option<i32>),
+    /// The file could not be created or written.
+    Io(io::Error),
+}
+
+fn open_pid(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+}
+
+fn read_pid(file: &mut File) -> Option<i32> {
+    let mut s = String::new();
+    file.read_to_string(&mut s).ok()?;
+    s.trim().parse().ok()
+}
+
+impl PidFile {
+    /// Locks the pid file and writes our pid into it.
+    pub fn acquire(path: &Path) -> Result<PidFile, PidError> {
+        let file = open_pid(path).map_err(PidError::Io)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                lock.set_len(0).map_err(PidError::Io)?;
+                writeln!(&mut *lock, "{}", std::process::id()).map_err(PidError::Io)?;
+                Ok(PidFile {
+                    lock: Some(lock),
+                    path: path.to_path_buf(),
+                })
+            }
+            Err((mut file, _)) => Err(PidError::Running(read_pid(&mut file))),
+        }
+    }
+
+    /// The pid of the live master holding `path`, if any (a file nobody
+    /// locks is stale and ignored).
+    pub fn running(path: &Path) -> Option<i32> {
+        let file = File::open(path).ok()?;
+        match Flock::lock(file, FlockArg::LockSharedNonblock) {
+            Ok(_unlocked_on_drop) => None,
+            Err((mut file, _)) => read_pid(&mut file),
+        }
+    }
+
+    /// The locked file's fd (a forked worker closes it).
+    pub fn raw_fd(&self) -> Option<i32> {
+        self.lock.as_ref().map(|l| l.as_raw_fd())
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if self.lock.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// In `lbctl start -d`: forks; the original process waits on a pipe for the
+/// daemon's verdict and returns `Ok(Parent(message))`; the daemon (the
+/// grandchild, in a new session, with stdout and stderr on the log file)
+/// returns `Ok(Daemon(writer))` and must write "ok" or the error into it.
+pub enum Daemonized {
+    /// In the invoking process: what the daemon reported.
+    Parent(String),
+    /// In the daemon: the readiness pipe.
+    Daemon(OwnedFd),
+}
+
+impl std::fmt::Debug for Daemonized {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Daemonized::Parent(m) => write!(f, "Parent({m:?})"),
+            Daemonized::Daemon(_) => write!(f, "Daemon"),
+        }
+    }
+}
+
+/// Detaches into the background (see [`Daemonized`]).
+pub fn daemonize(log_file: &Path) -> io::Result<Daemonized> {
+    use nix::unistd::{ForkResult, fork, setsid};
+    let log = open_log(log_file)?;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // SAFETY: the CLI process is single-threaded here; the child only calls
+    // async-signal-safe functions until it is the sole thread of its own.
+    match unsafe { fork() }? {
+        ForkResult::Parent { child } => {
+            drop(write);
+            let _ = nix::sys::wait::waitpid(child, None);
+            let mut msg = String::new();
+            let mut f = File::from(read);
+            let _ = f.read_to_string(&mut msg);
+            Ok(Daemonized::Parent(msg))
+        }
+        ForkResult::Child => {
+            drop(read);
+            let _ = setsid();
+            // SAFETY: as above; the intermediate child exits at once.
+            match unsafe { fork() } {
+                Ok(ForkResult::Parent { .. }) => {
+                    // SAFETY: _exit skips atexit handlers of the parent's copy.
+                    unsafe { nix::libc::_exit(0) }
+                }
+                Ok(ForkResult::Child) => {}
+                Err(_) => {
+                    // SAFETY: as above.
+                    unsafe { nix::libc::_exit(1) }
+                }
+            }
+            let devnull = File::open("/dev/null")?;
+            nix::unistd::dup2_stdin(&devnull)?;
+            nix::unistd::dup2_stdout(&log)?;
+            nix::unistd::dup2_stderr(&log)?;
+            let _ = std::env::set_current_dir("/");
+            Ok(Daemonized::Daemon(write))
+        }
+    }
+}
+
+/// Opens (creating directories) the log file for appending.
+pub fn open_log(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// Sends a message to systemd's `NOTIFY_SOCKET`, if set (READY=1,
+/// RELOADING=1, STOPPING=1, STATUS=...). Errors are ignored: notification
+/// is best-effort.
+pub fn sd_notify(msg: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
+            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
+        }
+    } else {
+        let _ = sock.send_to(msg.as_bytes(), Path::new(&path));
+    }
+}
+
+/// Formats a log line: UTC timestamp, program and pid, message.
+pub fn log_line(msg: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z lbctl[{}]: {msg}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis(),
+        std::process::id()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_are_correct() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn pid_file_is_exclusive_and_removed_on_drop() {
+        let dir = std::env::temp_dir().join(format!("lbctl-pid-{}", std::process::id()));
+        let path = dir.join("x.pid");
+        let held = PidFile::acquire(&path).expect("first");
+        assert!(matches!(PidFile::acquire(&path), Err(PidError::Running(Some(_)))));
+        assert_eq!(PidFile::running(&path), Some(std::process::id() as i32));
+        drop(held);
+        assert!(!path.exists());
+        assert_eq!(PidFile::running(&path), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,106 @@
+//! Owns generation switches: building a [`Generation`] from a validated
+//! config (bind what is new, map a fresh region seeded from the file, create
+//! the health checker), and undoing the binds of a generation that could not
+//! start. The master's loop forks its workers and, once they all accept,
+//! retires the previous generation (see `Master::finish_reload`).
+
+use super::listeners::Listeners;
+use super::supervisor::{Generation, ServerNote, Slot, WorkerState};
+use crate::config::Config;
+use crate::health::{Checker, Target};
+use crate::shm::{HEALTH_UP, Region};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// Tokens of generation `n`'s health probes start here.
+pub fn health_token_base(n: u64) -> usize {
+    (1usize << 40) + ((n % 256) as usize) * (1 << 24)
+}
+
+/// Binds what `config` needs; returns the binds made (to undo on failure).
+pub fn bind_all(
+    listeners: &mut Listeners,
+    config: &Config,
+) -> Result<Vec<(SocketAddr, usize)>, (SocketAddr, std::io::Error)> {
+    let mut made = Vec::new();
+    for l in &config.listens {
+        match listeners.ensure(l.bind, config.master.workers.get()) {
+            Ok(n) => made.push((l.bind, n)),
+            Err(e) => {
+                undo_binds(listeners, &made);
+                return Err((l.bind, e));
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// Closes sockets made by [`bind_all`].
+pub fn undo_binds(listeners: &mut Listeners, made: &[(SocketAddr, usize)]) {
+    for &(addr, n) in made {
+        listeners.undo(addr, n);
+    }
+}
+
+/// A generation for `config`, with a fresh region and no workers forked yet.
+pub fn new_generation(
+    number: u64,
+    config: Arc<Config>,
+    now: Instant,
+) -> Result<Generation, crate::shm::ShmError> {
+    let servers: usize = config.listens.iter().map(|l| l.servers.len()).sum();
+    let slots = config.master.workers.get();
+    let region = Region::new(slots, servers)?;
+    let mut targets = Vec::new();
+    let mut notes = Vec::new();
+    let mut g = 0;
+    for l in &config.listens {
+        for s in &l.servers {
+            let cell = region.server(g);
+            cell.weight.store(s.weight, Relaxed);
+            cell.health.store(HEALTH_UP, Relaxed);
+            if let Some(h) = &s.health {
+                targets.push(Target {
+                    id: g,
+                    addr: s.addr,
+                    config: h.clone(),
+                });
+            }
+            notes.push(ServerNote {
+                check: if s.health.is_some() {
+                    "not checked yet".into()
+                } else {
+                    "no check".into()
+                },
+                since: now,
+            });
+            g += 1;
+        }
+    }
+    let checker = if targets.is_empty() {
+        None
+    } else {
+        Some(Checker::new(targets, health_token_base(number), now))
+    };
+    let slots = (0..slots)
+        .map(|_| Slot {
+            pid: None,
+            state: WorkerState::Restarting { at: now },
+            channel: None,
+            restarts: 0,
+            streak: 0,
+            started: now,
+        })
+        .collect();
+    Ok(Generation {
+        number,
+        config,
+        region: Arc::new(region),
+        slots,
+        checker,
+        notes,
+        retiring: false,
+    })
+}

@@ -1,0 +1,120 @@
+//! Owns turning the master's slot tables and shared regions into a
+//! [`Status`] snapshot (the answer to `lbctl status`): worker rows with pid,
+//! memory (from /proc), counters and state (`busy` when a worker's heartbeat
+//! is older than [`BUSY_AFTER_MS`]); server rows of the serving generation.
+
+use super::Master;
+use super::supervisor::WorkerState;
+use crate::shm::{self, ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_DOWN};
+use crate::stats::{ListenRow, ServerRow, Status, WorkerRow};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+/// A running worker whose loop has not turned for this long shows as busy.
+pub const BUSY_AFTER_MS: u64 = 3000;
+
+/// Resident set size of a process in KiB (0 if unknown).
+pub fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4)
+}
+
+/// The status report.
+pub fn status(m: &Master, now: Instant) -> Status {
+    let now_ms = shm::now_ms();
+    let mut workers = Vec::new();
+    for g in &m.gens {
+        for (k, s) in g.slots.iter().enumerate() {
+            if s.state == WorkerState::Exited {
+                continue;
+            }
+            let cell = g.region.slot(k);
+            let mut state = s.state.name().to_string();
+            if s.state == WorkerState::Running
+                && now_ms.saturating_sub(cell.heartbeat_ms.load(Relaxed)) > BUSY_AFTER_MS
+            {
+                state = "busy".to_string();
+            }
+            let pid = s.pid.map_or(0, |p| p.as_raw());
+            workers.push(WorkerRow {
+                slot: k,
+                pid: pid as u32,
+                generation: g.number,
+                state,
+                memory_kb: if pid > 0 { rss_kb(pid) } else { 0 },
+                active: cell.active.load(Relaxed),
+                total: cell.total.load(Relaxed),
+                bytes_in: cell.bytes_in.load(Relaxed),
+                bytes_out: cell.bytes_out.load(Relaxed),
+                errors: cell.errors.load(Relaxed),
+                restarts: s.restarts,
+            });
+        }
+    }
+    let serving = m
+        .gens
+        .iter()
+        .find(|g| g.number == m.serving)
+        .or_else(|| m.gens.last());
+    let mut listens = Vec::new();
+    let mut workers_configured = 0;
+    let mut config = m.config_path.display().to_string();
+    if let Some(g) = serving {
+        workers_configured = g.config.master.workers.get();
+        config = m.config_path.display().to_string();
+        let mut idx = 0;
+        for l in &g.config.listens {
+            let first = g.region.server(idx);
+            let mut row = ListenRow {
+                name: l.name.clone(),
+                bind: l.bind.to_string(),
+                balance: l.balance.name().to_string(),
+                queued: u64::from(first.queued.load(Relaxed)),
+                refused: first.refused.load(Relaxed),
+                servers: Vec::new(),
+            };
+            for s in &l.servers {
+                let cell = g.region.server(idx);
+                let passive = cell.down_until_ms.load(Relaxed) > now_ms;
+                let state = match cell.admin.load(Relaxed) {
+                    ADMIN_DISABLED => "disabled",
+                    ADMIN_DRAINING => "draining",
+                    _ if cell.health.load(Relaxed) == HEALTH_DOWN || passive => "down",
+                    _ => "up",
+                };
+                let note = &g.notes[idx];
+                row.servers.push(ServerRow {
+                    name: s.label(),
+                    addr: s.addr.to_string(),
+                    state: state.to_string(),
+                    check: if passive {
+                        format!("{} connect failures (passive)", l.max_fails)
+                    } else {
+                        note.check.clone()
+                    },
+                    since_secs: now.duration_since(note.since).as_secs(),
+                    weight: cell.weight.load(Relaxed),
+                    backup: s.backup,
+                    active: g.region.server_active(idx),
+                    total: g.region.server_total(idx),
+                    failures: g.region.server_failures(idx),
+                });
+                idx += 1;
+            }
+            listens.push(row);
+        }
+    }
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        master_pid: m.pid.as_raw() as u32,
+        generation: m.serving,
+        phase: m.phase.name().to_string(),
+        uptime_secs: now.duration_since(m.started).as_secs(),
+        config,
+        workers_configured,
+        workers,
+        listens,
+    }
+}
