@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 
 use crate::util::backend::{Backend, refusing_addr};
-use crate::util::{Conf, Master, TempDir, connect, fetch, fetch_ok, pseudo_random_bytes};
+use crate::util::{
+    Conf, Master, ServerConf, TempDir, connect, fetch, fetch_ok, pseudo_random_bytes,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -188,4 +190,150 @@ fn connections_succeed_when_one_server_refuses() {
         20,
         "the good server should have served all 20"
     );
+}
+
+#[test]
+fn weighted_round_robin_follows_the_weights_with_one_worker() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
+        .workers(1)
+        .listen(|l| {
+            l.balance("weighted_round_robin").servers(vec![
+                ServerConf::new(a.addr()).weight(1),
+                ServerConf::new(b.addr()).weight(2),
+            ])
+        });
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 30);
+    assert_eq!(counts.get("A").copied(), Some(10), "{seq:?}");
+    assert_eq!(counts.get("B").copied(), Some(20), "{seq:?}");
+}
+
+#[test]
+fn first_sends_everything_to_the_first_server() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).listen(|l| l.balance("first"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 10);
+    assert_eq!(counts.get("A").copied(), Some(10), "{seq:?}");
+}
+
+#[test]
+fn source_hash_sends_one_client_address_to_one_server_across_workers() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let c = Backend::fixed("C");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr(), c.addr()])
+        .workers(2)
+        .listen(|l| l.balance("source_hash"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 20);
+    assert_eq!(
+        counts.len(),
+        1,
+        "one client IP must map to one server: {seq:?}"
+    );
+}
+
+/// Opens `n` connections one by one, each held open by a hold backend, waiting
+/// for a backend to accept each before opening the next; returns the clients
+/// and how many each backend holds.
+fn open_held(
+    bind: std::net::SocketAddr,
+    backends: &[&Backend],
+    n: usize,
+) -> (Vec<std::net::TcpStream>, Vec<usize>) {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let s = connect(bind).expect("connect to balancer");
+        clients.push(s);
+        let reached = crate::util::wait_until(crate::util::WAIT, || {
+            backends.iter().map(|b| b.open_connections()).sum::<usize>() == i + 1
+        });
+        assert!(reached, "connection {i} never reached a backend");
+    }
+    (
+        clients,
+        backends.iter().map(|b| b.open_connections()).collect(),
+    )
+}
+
+#[test]
+fn least_connections_spreads_open_connections_across_workers() {
+    let dir = TempDir::new();
+    let a = Backend::hold();
+    let b = Backend::hold();
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
+        .workers(2)
+        .listen(|l| l.balance("least_connections"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (_clients, held) = open_held(conf.bind(), &[&a, &b], 4);
+    assert_eq!(
+        held,
+        vec![2, 2],
+        "least_connections must balance open connections"
+    );
+}
+
+#[test]
+fn power_of_two_with_two_servers_balances_open_connections() {
+    let dir = TempDir::new();
+    let a = Backend::hold();
+    let b = Backend::hold();
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
+        .workers(2)
+        .listen(|l| l.balance("power_of_two"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    // With two servers both are always the candidates: the less loaded wins.
+    let (_clients, held) = open_held(conf.bind(), &[&a, &b], 4);
+    assert_eq!(
+        held,
+        vec![2, 2],
+        "power_of_two must balance open connections"
+    );
+}
+
+#[test]
+fn fifty_concurrent_clients_all_get_the_full_reply() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("Hello, World!");
+    let b = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).workers(2);
+    let _master = Master::start(&dir, &conf.write(&dir));
+    let bind = conf.bind();
+
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .filter_map(|_| match fetch(bind) {
+                        Ok(r) if r == "Hello, World!" => None,
+                        Ok(r) => Some(format!("reply {r:?}")),
+                        Err(e) => Some(e.to_string()),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let errors: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} of 500 failed: {:?}",
+        errors.len(),
+        errors
+    );
+    assert_eq!(a.accepted() + b.accepted(), 500);
 }

@@ -67,8 +67,18 @@ impl Backend {
         Backend::spawn(Kind::Sink)
     }
 
+    /// Writes `reply` at once, listening on a given address (e.g. one that was
+    /// refusing until now).
+    pub fn fixed_at(addr: SocketAddr, reply: &str) -> Backend {
+        Backend::spawn_at(addr, Kind::Fixed(reply.as_bytes().to_vec()))
+    }
+
     fn spawn(kind: Kind) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::spawn_at(SocketAddr::from(([127, 0, 0, 1], 0)), kind)
+    }
+
+    fn spawn_at(addr: SocketAddr, kind: Kind) -> Backend {
+        let listener = TcpListener::bind(addr).expect("bind backend");
         let addr = listener.local_addr().expect("backend local_addr");
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
