@@ -2,7 +2,10 @@
 //! nothing runs, and refusing a second `start`.
 
 use crate::util::backend::Backend;
-use crate::util::{Conf, Lbctl, Master, TempDir, fetch_ok, manifest_path, write_file};
+use crate::util::{
+    Conf, DaemonGuard, Lbctl, Master, TempDir, fetch_ok, manifest_path, pid_alive, read_pid_file,
+    write_file,
+};
 
 #[test]
 fn check_accepts_the_shipped_config() {
@@ -125,4 +128,43 @@ fn second_start_fails_while_the_first_keeps_running() {
     );
     assert_eq!(fetch_ok(conf.bind()), "Hello, World!");
     lbctl.run("status", &[]).assert_success();
+}
+
+#[test]
+fn daemon_start_fails_with_the_error_when_the_port_is_taken() {
+    let dir = TempDir::new();
+    let backend = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[backend.addr()]);
+    // A plain listener (no SO_REUSEPORT) owns the port.
+    let _squatter = std::net::TcpListener::bind(conf.bind()).expect("bind squatter");
+    let path = conf.write(&dir);
+    let mut guard = DaemonGuard::new(&conf);
+    let out = Lbctl::new(&dir, &path).run("start", &["-d"]);
+    if let Some(pid) = read_pid_file(&conf.pid_file) {
+        guard.track(pid);
+    }
+    out.assert_failure()
+        .assert_contains(&conf.bind().to_string());
+    assert!(
+        !read_pid_file(&conf.pid_file).is_some_and(pid_alive),
+        "a master is running although start -d failed\n{}",
+        out.describe()
+    );
+}
+
+#[test]
+fn daemon_start_with_an_invalid_file_exits_1_naming_the_key() {
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")])
+        .listen(|l| l.balance("fastest_first"));
+    let path = conf.write(&dir);
+    let _guard = DaemonGuard::new(&conf);
+    Lbctl::new(&dir, &path)
+        .run("start", &["-d"])
+        .assert_code(1)
+        .assert_contains("listen[0].balance");
+    assert!(
+        !conf.pid_file.exists(),
+        "pid file written for an invalid config"
+    );
 }

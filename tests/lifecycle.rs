@@ -141,3 +141,164 @@ fn graceful_stop_lets_an_open_connection_finish() {
     );
     assert!(!conf.pid_file.exists(), "pid file left behind by stop -g");
 }
+
+/// True if a read on `s` reports the connection closed (EOF or reset), not
+/// still open (timeout).
+fn closed_by_peer(s: &mut std::net::TcpStream) -> Result<(), String> {
+    let mut buf = [0u8; 64];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("connection still open: {e}"));
+            }
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_the_foreground_master_and_its_workers() {
+    let dir = TempDir::new();
+    let backend = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+    assert!(wait_until(WAIT, || master.workers().len() == 2));
+    let workers = master.workers();
+    assert!(conf.pid_file.exists(), "no pid file while running");
+
+    master.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = master.wait_exit(WAIT);
+    assert!(status.is_some(), "master ignored SIGTERM");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "master exit status after SIGTERM: {status:?}"
+    );
+    assert!(
+        wait_until(WAIT, || workers.iter().all(|&w| !pid_alive(w))),
+        "workers outlived SIGTERM"
+    );
+    assert!(!conf.pid_file.exists(), "pid file left after SIGTERM");
+    Lbctl::new(&dir, &path).run("status", &[]).assert_code(2);
+}
+
+#[test]
+fn sigquit_stops_the_foreground_master_gracefully() {
+    let dir = TempDir::new();
+    let backend = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+    assert!(wait_until(WAIT, || master.workers().len() == 2));
+    let workers = master.workers();
+
+    master.signal(nix::sys::signal::Signal::SIGQUIT);
+    let status = master.wait_exit(WAIT);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "master exit status after SIGQUIT: {status:?}"
+    );
+    assert!(
+        wait_until(WAIT, || workers.iter().all(|&w| !pid_alive(w))),
+        "workers outlived SIGQUIT"
+    );
+}
+
+#[test]
+fn fast_stop_closes_open_connections() {
+    let dir = TempDir::new();
+    let hold = Backend::hold();
+    let conf = Conf::new(&dir, &[hold.addr()])
+        .workers(2)
+        .drain_timeout("30s");
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+
+    let mut s = connect(conf.bind()).expect("connect to balancer");
+    assert!(
+        wait_until(WAIT, || hold.open_connections() == 1),
+        "connection never reached the backend"
+    );
+    Lbctl::new(&dir, &path).run("stop", &[]).assert_success();
+    assert!(
+        master.wait_exit(WAIT).is_some(),
+        "master still running after stop"
+    );
+    if let Err(e) = closed_by_peer(&mut s) {
+        panic!("after a fast stop the client connection was not closed: {e}");
+    }
+}
+
+#[test]
+fn graceful_stop_gives_up_on_connections_after_drain_timeout() {
+    let dir = TempDir::new();
+    let hold = Backend::hold();
+    let conf = Conf::new(&dir, &[hold.addr()])
+        .workers(2)
+        .drain_timeout("1s");
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+    let workers = master.workers();
+
+    let mut s = connect(conf.bind()).expect("connect to balancer");
+    assert!(
+        wait_until(WAIT, || hold.open_connections() == 1),
+        "connection never reached the backend"
+    );
+    // The backend never closes: only the drain timeout can end this stop.
+    Lbctl::new(&dir, &path)
+        .run_timeout("stop", &["-g"], Duration::from_secs(30))
+        .assert_success();
+    assert!(
+        master.wait_exit(WAIT).is_some(),
+        "master still running after stop -g"
+    );
+    assert!(
+        wait_until(WAIT, || workers.iter().all(|&w| !pid_alive(w))),
+        "workers outlived the drain timeout"
+    );
+    if let Err(e) = closed_by_peer(&mut s) {
+        panic!("after the drain timeout the client connection was not closed: {e}");
+    }
+}
+
+#[test]
+fn restart_replaces_a_daemon_with_a_new_master() {
+    let dir = TempDir::new();
+    let backend = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
+    let path = conf.write(&dir);
+    let lbctl = Lbctl::new(&dir, &path);
+    let mut guard = DaemonGuard::new(&conf);
+
+    lbctl.run("start", &["-d"]).assert_success();
+    let first = read_pid_file(&conf.pid_file).expect("pid after start -d");
+    guard.track(first);
+    let first_workers = worker_pids(&lbctl.status_json());
+
+    lbctl.run("restart", &["-d"]).assert_success();
+    let second = read_pid_file(&conf.pid_file).expect("pid after restart -d");
+    guard.track(second);
+    assert_ne!(first, second, "restart kept the same master");
+    assert!(
+        !pid_alive(first),
+        "old master {first} still alive after restart"
+    );
+    assert!(
+        wait_until(WAIT, || first_workers.iter().all(|&w| !pid_alive(w))),
+        "old workers outlived the restart"
+    );
+    assert_eq!(fetch_ok(conf.bind()), "Hello, World!");
+    let st = lbctl.status_json();
+    assert_eq!(u64_of(&st, "master_pid"), second as u64, "{st:#}");
+
+    lbctl.run("stop", &[]).assert_success();
+    assert!(!pid_alive(second));
+}
