@@ -192,3 +192,68 @@ fn ten_reloads_under_load_fail_no_connection() {
     let st = lbctl.status_json();
     assert_eq!(u64_of(&st, "generation"), 11, "{st:#}");
 }
+
+#[test]
+fn sighup_reloads_the_changed_file() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr()]);
+    let path = conf.write(&dir);
+    let master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(fetch_ok(conf.bind()), "A");
+
+    conf.clone()
+        .listen(|l| l.servers(vec![crate::util::ServerConf::new(b.addr())]))
+        .write_to(&path);
+    master.signal(nix::sys::signal::Signal::SIGHUP);
+    let mut last = None;
+    assert!(
+        wait_until(WAIT, || {
+            last = lbctl.try_status_json();
+            last.as_ref()
+                .is_some_and(|st| u64_of(st, "generation") == 2)
+        }),
+        "SIGHUP did not start generation 2; last status {last:#?}"
+    );
+    assert!(
+        wait_until(WAIT, || fetch_ok(conf.bind()) == "B"),
+        "the new server never answered after SIGHUP"
+    );
+}
+
+#[test]
+fn reload_moves_a_listen_to_a_new_port() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let conf = Conf::new(&dir, &[a.addr()]);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(fetch_ok(conf.bind()), "A");
+
+    let new_bind = crate::util::free_addr();
+    let conf2 = conf.clone().listen(|mut l| {
+        l.bind = new_bind;
+        l
+    });
+    conf2.write_to(&path);
+    lbctl
+        .run("reload", &[])
+        .assert_success()
+        .assert_contains("reloaded: generation 2");
+    // The new workers accept before reload returns.
+    assert_eq!(fetch_ok(new_bind), "A");
+    assert!(
+        wait_until(WAIT, || crate::util::connect(conf.bind()).is_err()),
+        "the removed listen {} still accepts connections",
+        conf.bind()
+    );
+    let st = lbctl.status_json();
+    let listens = crate::util::json::array_of(&st, "listens");
+    assert_eq!(
+        crate::util::json::str_of(&listens[0], "bind"),
+        new_bind.to_string()
+    );
+}

@@ -9,6 +9,8 @@ mod harness;
 
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
+// Active health checks: down and back up.
+mod health;
 // `start -d` / `status` / `stop`, graceful stop with an open connection.
 mod lifecycle;
 // Forwarding: large payloads, half-close, round robin, random, retry.
