@@ -59,7 +59,8 @@ fn daemon_start_status_stop_leaves_no_process_and_no_pid_file() {
     );
     assert!(
         !pid_alive(master),
-        "master {master} still alive after stop returned"
+        "master {master} still alive after stop returned: /proc stat {:?}",
+        proc_stat(master)
     );
     let gone = wait_until(WAIT, || workers.iter().all(|&w| !pid_alive(w)));
     let left: Vec<i32> = workers.iter().copied().filter(|&w| pid_alive(w)).collect();
@@ -300,5 +301,9 @@ fn restart_replaces_a_daemon_with_a_new_master() {
     assert_eq!(u64_of(&st, "master_pid"), second as u64, "{st:#}");
 
     lbctl.run("stop", &[]).assert_success();
-    assert!(!pid_alive(second));
+    assert!(
+        !pid_alive(second),
+        "master {second} still alive after stop returned: /proc stat {:?}",
+        proc_stat(second)
+    );
 }
