@@ -295,9 +295,12 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
         return Ok(ExitCode::from(code as u8));
     }
     let log_file = cfg.master.log_file.clone();
-    let fd = match daemon::daemonize(&log_file)
-        .map_err(|e| Error::Runtime(format!("cannot daemonize (log file {}): {e}", log_file.display())))?
-    {
+    let fd = match daemon::daemonize(&log_file).map_err(|e| {
+        Error::Runtime(format!(
+            "cannot daemonize (log file {}): {e}",
+            log_file.display()
+        ))
+    })? {
         daemon::Daemonized::Parent(msg) => {
             return if msg == "ok" {
                 let pid = daemon::PidFile::running(&cfg.master.pid_file)
@@ -402,14 +405,7 @@ fn server(path: &Path, action: ServerCmd) -> Result<ExitCode, Error> {
                 for s in &l.servers {
                     println!(
                         "{}/{}\t{}\t{}\tweight {}\tactive {}\ttotal {}\t{}",
-                        l.name,
-                        s.name,
-                        s.addr,
-                        s.state,
-                        s.weight,
-                        s.active,
-                        s.total,
-                        s.check
+                        l.name, s.name, s.addr, s.state, s.weight, s.active, s.total, s.check
                     );
                 }
             }
@@ -420,7 +416,11 @@ fn server(path: &Path, action: ServerCmd) -> Result<ExitCode, Error> {
         ServerCmd::Drain { target } => (ServerAction::Drain, target),
         ServerCmd::Weight { target, weight } => (ServerAction::Weight(weight), target),
     };
-    match call(&ends, &Request::Server { action, target }, Duration::from_secs(5))? {
+    match call(
+        &ends,
+        &Request::Server { action, target },
+        Duration::from_secs(5),
+    )? {
         Response::Done { message } => {
             println!("{message}");
             Ok(ExitCode::SUCCESS)

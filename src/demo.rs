@@ -16,6 +16,9 @@ use std::time::Duration;
 /// The demo's config, compiled in.
 pub const DEMO_TOML: &str = include_str!("../conf/demo.toml");
 
+/// Where the demo writes its config for the other commands to find.
+pub const DEMO_PATH: &str = "/tmp/lbctl-demo.toml";
+
 /// The two nodes: address and greeting.
 pub const NODES: [(&str, &str); 2] = [
     ("127.0.0.1:6001", "Hello, World!"),
@@ -31,7 +34,9 @@ pub fn run() -> Result<ExitCode, Error> {
             .parse()
             .map_err(|e| Error::Runtime(format!("demo node address {addr}: {e}")))?;
         let l = TcpListener::bind(addr).map_err(|e| {
-            Error::Runtime(format!("demo node cannot listen on {addr}: {e} (is a demo already running?)"))
+            Error::Runtime(format!(
+                "demo node cannot listen on {addr}: {e} (is a demo already running?)"
+            ))
         })?;
         listeners.push((l, greeting));
     }
@@ -54,7 +59,14 @@ pub fn run() -> Result<ExitCode, Error> {
         NODES[0].0, NODES[1].0, cfg.listens[0].bind, cfg.listens[0].bind
     );
     let pid_file = master::lock_pid_file(&cfg)?;
-    let m = Master::start(Path::new("/tmp/lbctl-demo.toml"), cfg, pid_file, None)?;
+    // Written out so `lbctl status -c /tmp/lbctl-demo.toml` (and reload)
+    // work against the demo like against any master.
+    let path = Path::new(DEMO_PATH);
+    if let Err(e) = std::fs::write(path, DEMO_TOML) {
+        eprintln!("lbctl demo: cannot write {DEMO_PATH}: {e} (status -c will not find it)");
+    }
+    eprintln!("lbctl demo: in another terminal: lbctl status -c {DEMO_PATH}");
+    let m = Master::start(path, cfg, pid_file, None)?;
     Ok(ExitCode::from(m.run() as u8))
 }
 

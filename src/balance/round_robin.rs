@@ -1,6 +1,7 @@
 //! Owns `round_robin`: each eligible server in turn, skipping the others.
 //! The turn comes from the view's shared ticket when it has one (so all
-//! worker processes rotate together), else from a per-instance cursor.
+//! worker processes rotate together, ticket modulo the eligible servers),
+//! else from a per-instance cursor.
 
 use super::{Balancer, ServerId, ServerView};
 
@@ -24,7 +25,14 @@ impl Balancer for RoundRobin {
             return None;
         }
         if let Some(ticket) = view.ticket() {
-            self.next = (ticket % n as u64) as usize;
+            // Rotate over the eligible servers only, so a down server's turn
+            // is spread evenly instead of doubling its successor's share.
+            let eligible = (0..n).filter(|&id| view.eligible(id)).count();
+            if eligible == 0 {
+                return None;
+            }
+            let nth = (ticket % eligible as u64) as usize;
+            return (0..n).filter(|&id| view.eligible(id)).nth(nth);
         }
         for step in 0..n {
             let id = (self.next + step) % n;
@@ -57,6 +65,44 @@ mod tests {
         view.servers[1].0 = false;
         let seq: Vec<_> = (0..4).map(|_| rr.pick(&view, 0).unwrap()).collect();
         assert_eq!(seq, vec![0, 2, 0, 2]);
+    }
+
+    /// A view whose tickets come from a shared counter.
+    struct Ticketed(VecView, std::cell::Cell<u64>);
+    impl ServerView for Ticketed {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn eligible(&self, id: ServerId) -> bool {
+            self.0.eligible(id)
+        }
+        fn weight(&self, id: ServerId) -> u32 {
+            self.0.weight(id)
+        }
+        fn active(&self, id: ServerId) -> u64 {
+            self.0.active(id)
+        }
+        fn ticket(&self) -> Option<u64> {
+            let t = self.1.get();
+            self.1.set(t + 1);
+            Some(t)
+        }
+    }
+
+    #[test]
+    fn round_robin_with_shared_tickets_rotates_over_eligible_servers_evenly() {
+        let mut view = VecView::uniform(3);
+        view.servers[2].0 = false;
+        let view = Ticketed(view, std::cell::Cell::new(0));
+        // Two balancers (two worker processes) share one ticket counter.
+        let (mut a, mut b) = (RoundRobin::new(), RoundRobin::new());
+        let seq: Vec<_> = (0..6)
+            .map(|i| {
+                let rr = if i % 3 == 0 { &mut a } else { &mut b };
+                rr.pick(&view, 0).unwrap()
+            })
+            .collect();
+        assert_eq!(seq, vec![0, 1, 0, 1, 0, 1]);
     }
 
     #[test]

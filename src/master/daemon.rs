@@ -234,7 +234,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lbctl-pid-{}", std::process::id()));
         let path = dir.join("x.pid");
         let held = PidFile::acquire(&path).expect("first");
-        assert!(matches!(PidFile::acquire(&path), Err(PidError::Running(Some(_)))));
+        assert!(matches!(
+            PidFile::acquire(&path),
+            Err(PidError::Running(Some(_)))
+        ));
         assert_eq!(PidFile::running(&path), Some(std::process::id() as i32));
         drop(held);
         assert!(!path.exists());

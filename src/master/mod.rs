@@ -288,11 +288,11 @@ impl Master {
         let mut events = Events::with_capacity(256);
         loop {
             let timeout = self.next_timeout(Instant::now());
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    log(&format!("poll failed: {e}"));
-                    return 2;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                log(&format!("poll failed: {e}"));
+                return 2;
             }
             let now = Instant::now();
             for ev in events.iter() {
@@ -361,7 +361,10 @@ impl Master {
             Command::StopFast => self.begin_stop(false, now),
             Command::StopGraceful => self.begin_stop(true, now),
             Command::Reload => {
-                if matches!(self.phase, MasterPhase::Reloading { .. } | MasterPhase::Starting) {
+                if matches!(
+                    self.phase,
+                    MasterPhase::Reloading { .. } | MasterPhase::Starting
+                ) {
                     self.queued_signal_reload = true;
                 } else {
                     self.begin_reload(Vec::new(), now);
@@ -532,10 +535,10 @@ impl Master {
             let _ = chan.flush();
         }
         let pid = s.pid.map_or(0, |p| p.as_raw() as u32);
-        if outcome != ReadOutcome::Open {
-            if let Some(mut c) = s.channel.take() {
-                let _ = self.poll.registry().deregister(c.stream_mut());
-            }
+        if outcome != ReadOutcome::Open
+            && let Some(mut c) = s.channel.take()
+        {
+            let _ = self.poll.registry().deregister(c.stream_mut());
         }
         for msg in msgs.into_iter().flatten() {
             match msg {
@@ -613,7 +616,11 @@ impl Master {
                     token,
                     Interest::READABLE | Interest::WRITABLE,
                 );
-                generation.region.slot(k).pid.store(pid.as_raw() as u32, Relaxed);
+                generation
+                    .region
+                    .slot(k)
+                    .pid
+                    .store(pid.as_raw() as u32, Relaxed);
                 let s = &mut self.gens[gi].slots[k];
                 s.pid = Some(pid);
                 s.channel = Some(chan);
@@ -803,38 +810,35 @@ impl Master {
 
     fn check_ready(&mut self, now: Instant) {
         match self.phase {
-            MasterPhase::Starting => {
-                if self.gens[0].all_running() {
-                    self.phase = MasterPhase::Running;
-                    self.reload_deadline = None;
-                    let g = &self.gens[0];
-                    let binds: Vec<String> = g
-                        .config
-                        .listens
-                        .iter()
-                        .map(|l| format!("{}={}", l.name, l.bind))
-                        .collect();
-                    log(&format!(
-                        "generation 1: {} workers accepting on {}",
-                        g.slots.len(),
-                        binds.join(", ")
-                    ));
-                    self.notify_ready(Ok(()));
-                    daemon::sd_notify("READY=1");
-                    if !self.queued_reloads.is_empty() {
-                        let w = std::mem::take(&mut self.queued_reloads);
-                        self.begin_reload(w, now);
-                    }
+            MasterPhase::Starting if self.gens[0].all_running() => {
+                self.phase = MasterPhase::Running;
+                self.reload_deadline = None;
+                let g = &self.gens[0];
+                let binds: Vec<String> = g
+                    .config
+                    .listens
+                    .iter()
+                    .map(|l| format!("{}={}", l.name, l.bind))
+                    .collect();
+                log(&format!(
+                    "generation 1: {} workers accepting on {}",
+                    g.slots.len(),
+                    binds.join(", ")
+                ));
+                self.notify_ready(Ok(()));
+                daemon::sd_notify("READY=1");
+                if !self.queued_reloads.is_empty() {
+                    let w = std::mem::take(&mut self.queued_reloads);
+                    self.begin_reload(w, now);
                 }
             }
-            MasterPhase::Reloading { generation } => {
+            MasterPhase::Reloading { generation }
                 if self
                     .gens
                     .iter()
-                    .any(|g| g.number == generation && g.all_running())
-                {
-                    self.finish_reload(generation, now);
-                }
+                    .any(|g| g.number == generation && g.all_running()) =>
+            {
+                self.finish_reload(generation, now);
             }
             _ => {}
         }
@@ -990,10 +994,12 @@ impl Master {
                 match self.gens[gi].slots[k].pid {
                     Some(pid) => {
                         if graceful {
-                            if !matches!(self.gens[gi].slots[k].state, WorkerState::Draining { .. }) {
+                            if !matches!(self.gens[gi].slots[k].state, WorkerState::Draining { .. })
+                            {
                                 self.send_to(gi, k, &ToWorker::Drain);
-                                self.gens[gi].slots[k].state =
-                                    WorkerState::Draining { deadline: now + drain };
+                                self.gens[gi].slots[k].state = WorkerState::Draining {
+                                    deadline: now + drain,
+                                };
                             }
                         } else {
                             let _ = kill(pid, Signal::SIGTERM);
@@ -1070,10 +1076,8 @@ impl Master {
                         }
                         cell.down_until_ms.store(0, Relaxed);
                         if cell.health.swap(HEALTH_DOWN, Relaxed) == HEALTH_UP {
-                            g.notes[idx].check = format!(
-                                "{} connect failures (passive)",
-                                l.max_fails
-                            );
+                            g.notes[idx].check =
+                                format!("{} connect failures (passive)", l.max_fails);
                             g.notes[idx].since = now;
                             log(&format!(
                                 "server {}/{} is DOWN: {} connect failures within {} (passive check)",
@@ -1212,7 +1216,9 @@ impl Master {
                     ServerAction::Drain => "draining".to_string(),
                     ServerAction::Weight(w) => format!("weight set to {w}"),
                 };
-                log(&format!("server {name} {what} (runtime change; a reload resets it)"));
+                log(&format!(
+                    "server {name} {what} (runtime change; a reload resets it)"
+                ));
                 Response::Done {
                     message: format!("{name}: {what}"),
                 }

@@ -79,7 +79,9 @@ impl SignalPipes {
 /// In a freshly forked worker: back to default dispositions for every
 /// signal the master handles, and nothing blocked.
 pub fn reset_in_child() {
-    use nix::sys::signal::{SigAction, SigHandler, SigSet, SaFlags, sigaction, SigmaskHow, sigprocmask};
+    use nix::sys::signal::{
+        SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, sigaction, sigprocmask,
+    };
     let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
     for &sig in &SIGNALS {
         if let Ok(s) = nix::sys::signal::Signal::try_from(sig) {

@@ -191,7 +191,10 @@ pub fn spawn(
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
     let mut listeners = Vec::new();
     for (i, l) in generation.config.listens.iter().enumerate() {
-        for sock in env.listeners.for_worker(l.bind, slot, generation.config.master.workers.get()) {
+        for sock in env
+            .listeners
+            .for_worker(l.bind, slot, generation.config.master.workers.get())
+        {
             listeners.push((i, sock.try_clone()?));
         }
     }

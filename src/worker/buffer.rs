@@ -27,9 +27,7 @@ impl Pool {
     }
 
     fn take(&mut self) -> Block {
-        self.free
-            .pop()
-            .unwrap_or_else(|| Box::new([0u8; BUF_SIZE]))
+        self.free.pop().unwrap_or_else(|| Box::new([0u8; BUF_SIZE]))
     }
 
     fn give(&mut self, b: Block) {

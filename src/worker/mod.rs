@@ -18,7 +18,7 @@ use crate::control::{FromWorker, ToWorker};
 use crate::shm::{self, Region};
 use crate::stats::ConnRow;
 use buffer::Pool;
-use conn::{ConnectState, Conn, Phase, Relay};
+use conn::{Conn, ConnectState, Phase, Relay};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::VecDeque;
@@ -286,7 +286,12 @@ impl Worker {
         }
     }
 
-    fn on_accept(&mut self, listen: usize, stream: mio::net::TcpStream, addr: std::net::SocketAddr) {
+    fn on_accept(
+        &mut self,
+        listen: usize,
+        stream: mio::net::TcpStream,
+        addr: std::net::SocketAddr,
+    ) {
         let _ = stream.set_nodelay(true);
         self.serial += 1;
         let idx = match self.free.pop() {
@@ -301,7 +306,11 @@ impl Worker {
         if self
             .poll
             .registry()
-            .register(&mut conn.client, token, Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut conn.client,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .is_err()
         {
             self.free.push(idx);

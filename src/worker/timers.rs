@@ -35,9 +35,10 @@ impl Timers {
     /// Pops the earliest deadline if it is due.
     pub fn pop_due(&mut self, now: Instant) -> Option<(usize, u64)> {
         match self.heap.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => {
-                self.heap.pop().map(|Reverse((_, slot, serial))| (slot, serial))
-            }
+            Some(Reverse((at, _, _))) if *at <= now => self
+                .heap
+                .pop()
+                .map(|Reverse((_, slot, serial))| (slot, serial)),
             _ => None,
         }
     }
