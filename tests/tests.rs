@@ -1,1 +1,23 @@
-//! Integration tests.
+//! Integration tests: the real `lbctl` binary, real sockets, 127.0.0.1 only.
+//! Every test owns its temp dir, ports and processes, and leaves none behind.
+
+// The harness: temp dir, free ports, wait_until, config writer, Lbctl wrapper,
+// Master guard, /proc helpers, loopback backends.
+mod util;
+// Self-tests of the harness (no lbctl).
+mod harness;
+
+// `check`, exit codes, `status`/`stop` with nothing running, second `start`.
+mod cli;
+// Active health checks: down and back up.
+mod health;
+// `start -d` / `status` / `stop`, graceful stop with an open connection.
+mod lifecycle;
+// Forwarding: large payloads, half-close, round robin, random, retry.
+mod proxy_tcp;
+// `reload`: invalid file keeps serving, generations, zero failures under load.
+mod reload;
+// `status` text and JSON shape, counters, `connections --json`.
+mod status;
+// kill -9 a worker (respawn) and the master (workers follow it).
+mod supervise;

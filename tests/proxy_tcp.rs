@@ -1,0 +1,339 @@
+//! Owns the forwarding tests: large payloads both ways, half-close, round robin
+//! and random distribution, and retry past a refusing server.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+
+use crate::util::backend::{Backend, refusing_addr};
+use crate::util::{
+    Conf, Master, ServerConf, TempDir, connect, fetch, fetch_ok, pseudo_random_bytes,
+};
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn one_mib_each_way_arrives_intact_over_four_concurrent_connections() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]);
+    let _master = Master::start(&dir, &conf.write(&dir));
+    let bind = conf.bind();
+
+    let clients: Vec<_> = (0..4u64)
+        .map(|i| {
+            std::thread::spawn(move || -> Result<(), String> {
+                let data = pseudo_random_bytes(MIB, i + 1);
+                let s = connect(bind).map_err(|e| format!("conn {i}: connect: {e}"))?;
+                let mut w = s.try_clone().map_err(|e| format!("conn {i}: clone: {e}"))?;
+                let to_send = data.clone();
+                let writer = std::thread::spawn(move || -> std::io::Result<()> {
+                    w.write_all(&to_send)?;
+                    w.shutdown(Shutdown::Write)
+                });
+                let mut got = Vec::with_capacity(MIB);
+                let mut r = s;
+                let read = r.read_to_end(&mut got);
+                let wrote = writer
+                    .join()
+                    .map_err(|_| format!("conn {i}: writer panicked"))?;
+                wrote.map_err(|e| format!("conn {i}: write: {e}"))?;
+                read.map_err(|e| format!("conn {i}: read after {} bytes: {e}", got.len()))?;
+                if got.len() != data.len() {
+                    return Err(format!(
+                        "conn {i}: got {} bytes, sent {}",
+                        got.len(),
+                        data.len()
+                    ));
+                }
+                if got != data {
+                    let at = got.iter().zip(&data).position(|(a, b)| a != b).unwrap_or(0);
+                    return Err(format!("conn {i}: bytes differ from offset {at}"));
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let errors: Vec<String> = clients
+        .into_iter()
+        .filter_map(|c| match c.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("client thread panicked".to_string()),
+        })
+        .collect();
+    assert!(errors.is_empty(), "transfers failed: {errors:#?}");
+}
+
+#[test]
+fn half_closed_client_still_reads_the_full_echo() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]);
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    // Small enough that every byte fits in the socket buffers along the way, so
+    // writing all of it before reading cannot stall.
+    let data = pseudo_random_bytes(64 * 1024, 7);
+    let mut s = connect(conf.bind()).expect("connect to balancer");
+    s.write_all(&data).expect("write request");
+    s.shutdown(Shutdown::Write).expect("shutdown write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("read echo to EOF after our FIN");
+    assert_eq!(got.len(), data.len(), "echo length after half-close");
+    assert!(got == data, "echo content differs after half-close");
+}
+
+#[test]
+fn backend_reply_sent_after_client_eof_reaches_the_client() {
+    let dir = TempDir::new();
+    let backend = Backend::echo_after_eof();
+    let conf = Conf::new(&dir, &[backend.addr()]);
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let data = pseudo_random_bytes(100_000, 11);
+    let mut s = connect(conf.bind()).expect("connect to balancer");
+    s.write_all(&data).expect("write request");
+    s.shutdown(Shutdown::Write).expect("shutdown write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("read the reply the backend sends only after our EOF");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "reply content differs");
+}
+
+fn tally(bind: std::net::SocketAddr, n: usize) -> (Vec<String>, HashMap<String, usize>) {
+    let mut seq = Vec::new();
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = fetch_ok(bind);
+        *counts.entry(r.clone()).or_insert(0) += 1;
+        seq.push(r);
+    }
+    (seq, counts)
+}
+
+#[test]
+fn round_robin_alternates_exactly_with_one_worker() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).workers(1);
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 12);
+    assert_eq!(counts.len(), 2, "both backends must answer: {seq:?}");
+    for pair in seq.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin repeated a server: {seq:?}");
+    }
+    for r in &seq {
+        assert!(r == "A" || r == "B", "unexpected reply {r:?} in {seq:?}");
+    }
+}
+
+#[test]
+fn round_robin_with_two_workers_uses_both_servers_evenly() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).workers(2);
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 40);
+    let na = counts.get("A").copied().unwrap_or(0);
+    let nb = counts.get("B").copied().unwrap_or(0);
+    assert_eq!(na + nb, 40, "unexpected replies: {seq:?}");
+    // Each worker alternates, so the totals differ by at most one per worker.
+    assert!(
+        na.abs_diff(nb) <= 2,
+        "uneven round robin over 2 workers: A={na} B={nb} {seq:?}"
+    );
+}
+
+#[test]
+fn random_uses_both_servers() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).listen(|l| l.balance("random"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 40);
+    let na = counts.get("A").copied().unwrap_or(0);
+    let nb = counts.get("B").copied().unwrap_or(0);
+    assert_eq!(na + nb, 40, "unexpected replies: {seq:?}");
+    assert!(
+        na > 0 && nb > 0,
+        "random never picked one server: A={na} B={nb}"
+    );
+}
+
+#[test]
+fn connections_succeed_when_one_server_refuses() {
+    let dir = TempDir::new();
+    let good = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[refusing_addr(), good.addr()]).listen(|l| l.retries(2));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        match fetch(conf.bind()) {
+            Ok(r) if r == "Hello, World!" => {}
+            Ok(r) => failures.push(format!("conn {i}: reply {r:?}")),
+            Err(e) => failures.push(format!("conn {i}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "failed connections: {failures:#?}");
+    assert_eq!(
+        good.accepted(),
+        20,
+        "the good server should have served all 20"
+    );
+}
+
+#[test]
+fn weighted_round_robin_follows_the_weights_with_one_worker() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
+        .workers(1)
+        .listen(|l| {
+            l.balance("weighted_round_robin").servers(vec![
+                ServerConf::new(a.addr()).weight(1),
+                ServerConf::new(b.addr()).weight(2),
+            ])
+        });
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 30);
+    assert_eq!(counts.get("A").copied(), Some(10), "{seq:?}");
+    assert_eq!(counts.get("B").copied(), Some(20), "{seq:?}");
+}
+
+#[test]
+fn first_sends_everything_to_the_first_server() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).listen(|l| l.balance("first"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 10);
+    assert_eq!(counts.get("A").copied(), Some(10), "{seq:?}");
+}
+
+#[test]
+fn source_hash_sends_one_client_address_to_one_server_across_workers() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let c = Backend::fixed("C");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr(), c.addr()])
+        .workers(2)
+        .listen(|l| l.balance("source_hash"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (seq, counts) = tally(conf.bind(), 20);
+    assert_eq!(
+        counts.len(),
+        1,
+        "one client IP must map to one server: {seq:?}"
+    );
+}
+
+/// Opens `n` connections one by one, each held open by a hold backend, waiting
+/// for a backend to accept each before opening the next; returns the clients
+/// and how many each backend holds.
+fn open_held(
+    bind: std::net::SocketAddr,
+    backends: &[&Backend],
+    n: usize,
+) -> (Vec<std::net::TcpStream>, Vec<usize>) {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let s = connect(bind).expect("connect to balancer");
+        clients.push(s);
+        let reached = crate::util::wait_until(crate::util::WAIT, || {
+            backends.iter().map(|b| b.open_connections()).sum::<usize>() == i + 1
+        });
+        assert!(reached, "connection {i} never reached a backend");
+    }
+    (
+        clients,
+        backends.iter().map(|b| b.open_connections()).collect(),
+    )
+}
+
+#[test]
+fn least_connections_spreads_open_connections_across_workers() {
+    let dir = TempDir::new();
+    let a = Backend::hold();
+    let b = Backend::hold();
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
+        .workers(2)
+        .listen(|l| l.balance("least_connections"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let (_clients, held) = open_held(conf.bind(), &[&a, &b], 4);
+    assert_eq!(
+        held,
+        vec![2, 2],
+        "least_connections must balance open connections"
+    );
+}
+
+#[test]
+fn power_of_two_with_two_servers_balances_open_connections() {
+    let dir = TempDir::new();
+    let a = Backend::hold();
+    let b = Backend::hold();
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
+        .workers(2)
+        .listen(|l| l.balance("power_of_two"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    // With two servers both are always the candidates: the less loaded wins.
+    let (_clients, held) = open_held(conf.bind(), &[&a, &b], 4);
+    assert_eq!(
+        held,
+        vec![2, 2],
+        "power_of_two must balance open connections"
+    );
+}
+
+#[test]
+fn fifty_concurrent_clients_all_get_the_full_reply() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("Hello, World!");
+    let b = Backend::fixed("Hello, World!");
+    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).workers(2);
+    let _master = Master::start(&dir, &conf.write(&dir));
+    let bind = conf.bind();
+
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..10)
+                    .filter_map(|_| match fetch(bind) {
+                        Ok(r) if r == "Hello, World!" => None,
+                        Ok(r) => Some(format!("reply {r:?}")),
+                        Err(e) => Some(e.to_string()),
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let errors: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client thread"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} of 500 failed: {:?}",
+        errors.len(),
+        errors
+    );
+    assert_eq!(a.accepted() + b.accepted(), 500);
+}

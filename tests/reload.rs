@@ -1,0 +1,259 @@
+//! Owns the reload tests: an invalid file changes nothing, a valid one starts a
+//! new generation on the new servers, and ten reloads under client load fail
+//! no connection.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::util::backend::Backend;
+use crate::util::json::{u64_of, worker_rows};
+use crate::util::{Conf, Lbctl, Master, TempDir, WAIT, fetch, fetch_ok, wait_until};
+
+#[test]
+fn invalid_reload_is_refused_and_the_old_config_keeps_serving() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let conf = Conf::new(&dir, &[a.addr()]);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(fetch_ok(conf.bind()), "A");
+
+    conf.clone()
+        .listen(|l| l.balance("fastest_first"))
+        .write_to(&path);
+    lbctl
+        .run("reload", &[])
+        .assert_code(1)
+        .assert_contains("listen[0].balance");
+
+    for _ in 0..5 {
+        assert_eq!(fetch_ok(conf.bind()), "A", "old config must keep serving");
+    }
+    let st = lbctl.status_json();
+    assert_eq!(u64_of(&st, "generation"), 1, "{st:#}");
+    for (slot, pid, generation, _) in worker_rows(&st) {
+        assert_eq!(generation, 1, "worker slot {slot} pid {pid}: {st:#}");
+    }
+}
+
+#[test]
+fn valid_reload_starts_generation_2_on_the_new_servers() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr()]);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(fetch_ok(conf.bind()), "A");
+
+    let conf2 = conf
+        .clone()
+        .listen(|l| l.servers(vec![crate::util::ServerConf::new(b.addr())]));
+    conf2.write_to(&path);
+    lbctl
+        .run("reload", &[])
+        .assert_success()
+        .assert_contains("reloaded: generation 2");
+
+    assert!(
+        wait_until(WAIT, || fetch_ok(conf.bind()) == "B"),
+        "the new server never answered after the reload"
+    );
+    let mut last = None;
+    let only_new = wait_until(WAIT, || {
+        let Some(st) = lbctl.try_status_json() else {
+            return false;
+        };
+        let ok = u64_of(&st, "generation") == 2
+            && !worker_rows(&st).is_empty()
+            && worker_rows(&st).iter().all(|r| r.2 == 2);
+        last = Some(st);
+        ok
+    });
+    assert!(
+        only_new,
+        "generation-1 workers remain after the reload: {last:#?}"
+    );
+    for i in 0..10 {
+        assert_eq!(
+            fetch_ok(conf.bind()),
+            "B",
+            "conn {i} after the old workers left"
+        );
+    }
+    let b_before = b.accepted();
+    let a_before = a.accepted();
+    fetch_ok(conf.bind());
+    assert_eq!(b.accepted(), b_before + 1);
+    assert_eq!(
+        a.accepted(),
+        a_before,
+        "the removed server still got traffic"
+    );
+}
+
+#[test]
+fn ten_reloads_under_load_fail_no_connection() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("Hello, A!");
+    let b = Backend::fixed("Hello, B!");
+    let base = Conf::new(&dir, &[a.addr(), b.addr()]).workers(2);
+    let path = base.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let bind = base.bind();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|c| {
+            let (stop, ok, errors) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&errors));
+            std::thread::spawn(move || {
+                // Bounded: stops on the flag, or after 200k connections.
+                for i in 0..200_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match fetch(bind) {
+                        Ok(r) if r == "Hello, A!" || r == "Hello, B!" => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(r) => errors
+                            .lock()
+                            .expect("errors lock")
+                            .push(format!("client {c} conn {i}: bad reply {r:?}")),
+                        Err(e) => errors
+                            .lock()
+                            .expect("errors lock")
+                            .push(format!("client {c} conn {i}: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    let progress = |n: usize| {
+        let target = ok.load(Ordering::SeqCst) + n;
+        wait_until(WAIT, || {
+            ok.load(Ordering::SeqCst) >= target || !errors.lock().expect("lock").is_empty()
+        })
+    };
+    let mut reload_failures = Vec::new();
+    assert!(progress(10), "no traffic before the first reload");
+    for i in 0..10u64 {
+        // Alternate the strategy and the server order; both servers stay valid.
+        let conf = if i % 2 == 0 {
+            base.clone().listen(|l| {
+                l.balance("random").servers(vec![
+                    crate::util::ServerConf::new(b.addr()),
+                    crate::util::ServerConf::new(a.addr()),
+                ])
+            })
+        } else {
+            base.clone()
+        };
+        conf.write_to(&path);
+        let out = lbctl.run_timeout("reload", &[], Duration::from_secs(30));
+        let expect = format!("reloaded: generation {}", i + 2);
+        if out.code != Some(0) || !out.all().contains(&expect) {
+            reload_failures.push(format!(
+                "reload {i}: expected {expect:?}\n{}",
+                out.describe()
+            ));
+            break;
+        }
+        // Let traffic run on the new generation before the next reload.
+        if !progress(10) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.join().expect("client thread");
+    }
+    let errors = errors.lock().expect("lock").clone();
+    let total_ok = ok.load(Ordering::SeqCst);
+    assert!(reload_failures.is_empty(), "{}", reload_failures.join("\n"));
+    assert!(
+        errors.is_empty(),
+        "{} failed connections out of {} during reloads; first ones: {:#?}",
+        errors.len(),
+        errors.len() + total_ok,
+        &errors[..errors.len().min(10)]
+    );
+    assert!(
+        total_ok >= 100,
+        "too little traffic: {total_ok} connections"
+    );
+    let st = lbctl.status_json();
+    assert_eq!(u64_of(&st, "generation"), 11, "{st:#}");
+}
+
+#[test]
+fn sighup_reloads_the_changed_file() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let b = Backend::fixed("B");
+    let conf = Conf::new(&dir, &[a.addr()]);
+    let path = conf.write(&dir);
+    let master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(fetch_ok(conf.bind()), "A");
+
+    conf.clone()
+        .listen(|l| l.servers(vec![crate::util::ServerConf::new(b.addr())]))
+        .write_to(&path);
+    master.signal(nix::sys::signal::Signal::SIGHUP);
+    let mut last = None;
+    assert!(
+        wait_until(WAIT, || {
+            last = lbctl.try_status_json();
+            last.as_ref()
+                .is_some_and(|st| u64_of(st, "generation") == 2)
+        }),
+        "SIGHUP did not start generation 2; last status {last:#?}"
+    );
+    assert!(
+        wait_until(WAIT, || fetch_ok(conf.bind()) == "B"),
+        "the new server never answered after SIGHUP"
+    );
+}
+
+#[test]
+fn reload_moves_a_listen_to_a_new_port() {
+    let dir = TempDir::new();
+    let a = Backend::fixed("A");
+    let conf = Conf::new(&dir, &[a.addr()]);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(fetch_ok(conf.bind()), "A");
+
+    let new_bind = crate::util::free_addr();
+    let conf2 = conf.clone().listen(|mut l| {
+        l.bind = new_bind;
+        l
+    });
+    conf2.write_to(&path);
+    lbctl
+        .run("reload", &[])
+        .assert_success()
+        .assert_contains("reloaded: generation 2");
+    // The new workers accept before reload returns.
+    assert_eq!(fetch_ok(new_bind), "A");
+    assert!(
+        wait_until(WAIT, || crate::util::connect(conf.bind()).is_err()),
+        "the removed listen {} still accepts connections",
+        conf.bind()
+    );
+    let st = lbctl.status_json();
+    let listens = crate::util::json::array_of(&st, "listens");
+    assert_eq!(
+        crate::util::json::str_of(&listens[0], "bind"),
+        new_bind.to_string()
+    );
+}
