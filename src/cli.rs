@@ -310,7 +310,14 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
     }
     if !daemonize {
         let pid_file = master::lock_pid_file(&cfg)?;
-        let m = Master::start(path, cfg, master::Startup::Fresh { pid_file, ready: None })?;
+        let m = Master::start(
+            path,
+            cfg,
+            master::Startup::Fresh {
+                pid_file,
+                ready: None,
+            },
+        )?;
         let code = m.run();
         return Ok(ExitCode::from(code as u8));
     }
@@ -411,15 +418,29 @@ fn start_upgraded(
     }
 }
 
+/// True while process `pid` exists and is not a zombie.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 fn stop(path: &Path, graceful: bool) -> Result<ExitCode, Error> {
     let ends = endpoints(path);
     let wait = ends.drain_timeout + Duration::from_secs(15);
+    let pid = daemon::PidFile::running(&ends.pid_file);
     match call(&ends, &Request::Stop { graceful }, wait)? {
         Response::Done { message } => {
-            // The master answers just before it exits; wait for the pid
-            // file lock to go so `stop` returning means it is gone.
+            // The master answers just before it exits; wait until it is
+            // gone so `stop` returning means the port and pid file are free.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while daemon::PidFile::running(&ends.pid_file).is_some() && Instant::now() < deadline {
+            while (daemon::PidFile::running(&ends.pid_file).is_some() || pid.is_some_and(alive))
+                && Instant::now() < deadline
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             println!("lbctl {message}");

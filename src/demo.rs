@@ -66,7 +66,14 @@ pub fn run() -> Result<ExitCode, Error> {
         eprintln!("lbctl demo: cannot write {DEMO_PATH}: {e} (status -c will not find it)");
     }
     eprintln!("lbctl demo: in another terminal: lbctl status -c {DEMO_PATH}");
-    let m = Master::start(path, cfg, master::Startup::Fresh { pid_file, ready: None })?;
+    let m = Master::start(
+        path,
+        cfg,
+        master::Startup::Fresh {
+            pid_file,
+            ready: None,
+        },
+    )?;
     Ok(ExitCode::from(m.run() as u8))
 }
 

@@ -237,10 +237,10 @@ impl Master {
         match spawn_new_master(&self.exe, &self.config_path, &self.listeners) {
             Ok((child, ready, handover)) => {
                 let mut ready = mio::net::UnixStream::from_std(ready);
-                if let Err(e) = self
-                    .poll
-                    .registry()
-                    .register(&mut ready, UPGRADE_READY, Interest::READABLE)
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut ready, UPGRADE_READY, Interest::READABLE)
                 {
                     let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                     return self.upgrade_answer(waiter.into_iter().collect(), Err(e.to_string()));
@@ -254,9 +254,10 @@ impl Master {
                     deadline: now + UPGRADE_TIMEOUT,
                 });
             }
-            Err(e) => {
-                self.upgrade_answer(waiter.into_iter().collect(), Err(format!("cannot start the new binary: {e}")))
-            }
+            Err(e) => self.upgrade_answer(
+                waiter.into_iter().collect(),
+                Err(format!("cannot start the new binary: {e}")),
+            ),
         }
     }
 
