@@ -3,19 +3,37 @@
 //! as soon as it is empty, so an idle connection holds no buffer memory and
 //! the data path allocates nothing in the steady state. The fixed capacity is
 //! the back-pressure bound: a side is not read while its peer's buffer is full.
+//!
+//! Bulk transfers switch to `splice(2)` through a kernel pipe (also pooled):
+//! once one read fills the whole buffer, the direction is "bulk", and as soon
+//! as its buffer is empty the bytes go socket → pipe → socket without being
+//! copied through user space. Small messages stay on plain read/write, which
+//! costs fewer syscalls per message.
+//!
+//! Readiness is edge-triggered: a flag is cleared on WouldBlock, and also
+//! after a short read or write (the socket is then known to be drained or
+//! full, so the syscall that would return WouldBlock is skipped) — except
+//! when the peer's EOF is already pending, which must still be read.
 
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::fcntl::{SpliceFFlags, splice};
 
 /// Bytes buffered per direction at most.
 pub const BUF_SIZE: usize = 16 * 1024;
 
 type Block = Box<[u8; BUF_SIZE]>;
 
-/// Free buffers of one worker.
+/// Free buffers and splice pipes of one worker.
 #[derive(Debug, Default)]
 pub struct Pool {
     free: Vec<Block>,
+    pipes: Vec<(OwnedFd, OwnedFd)>,
 }
+
+/// Bytes a splice pipe holds (the kernel's default pipe size).
+pub const PIPE_CAP: usize = 64 * 1024;
 
 /// Free buffers kept for reuse at most (the rest are freed).
 const POOL_KEEP: usize = 256;
@@ -35,6 +53,33 @@ impl Pool {
             self.free.push(b);
         }
     }
+
+    fn take_pipe(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {
+        match self.pipes.pop() {
+            Some(p) => Ok(p),
+            None => {
+                use nix::fcntl::OFlag;
+                Ok(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?)
+            }
+        }
+    }
+
+    fn give_pipe(&mut self, p: (OwnedFd, OwnedFd)) {
+        if self.pipes.len() < POOL_KEEP {
+            self.pipes.push(p);
+        }
+    }
+}
+
+/// Edge-triggered readiness of one socket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Ready {
+    /// A read may return data (or EOF).
+    pub read: bool,
+    /// A write may be accepted.
+    pub write: bool,
+    /// The peer's EOF (or an error) is pending: keep reading until it shows.
+    pub read_closed: bool,
 }
 
 /// One direction of a relayed connection.
@@ -43,6 +88,11 @@ pub struct Pipe {
     buf: Option<Block>,
     start: usize,
     end: usize,
+    /// A read once filled the whole buffer: use splice when empty.
+    bulk: bool,
+    /// The kernel pipe while splicing, and bytes in it.
+    spliced: Option<(OwnedFd, OwnedFd)>,
+    in_pipe: usize,
     /// The source sent EOF.
     pub eof: bool,
     /// EOF was forwarded to the destination (shutdown(Write)).
@@ -63,7 +113,12 @@ pub enum Flow {
 impl Pipe {
     /// Bytes waiting to be written.
     pub fn pending(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.in_pipe
+    }
+
+    /// True when the next pump should use splice.
+    pub fn splicing(&self) -> bool {
+        self.spliced.is_some() || (self.bulk && self.end == self.start)
     }
 
     /// True once EOF was read and forwarded: this direction is finished.
@@ -78,37 +133,43 @@ impl Pipe {
     pub fn pump<R: Read, W: Write + Shutdown>(
         &mut self,
         src: &mut R,
-        src_ready: &mut bool,
+        src_ready: &mut Ready,
         dst: &mut W,
-        dst_ready: &mut bool,
+        dst_ready: &mut Ready,
         pool: &mut Pool,
     ) -> io::Result<Flow> {
         let mut flow = Flow::Idle;
         loop {
             let mut progress = false;
-            if self.pending() > 0 && *dst_ready {
+            if self.end > self.start && dst_ready.write {
                 let buf = match &self.buf {
                     Some(b) => &b[self.start..self.end],
                     None => &[][..],
                 };
+                let want = buf.len();
                 match dst.write(buf) {
                     Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                     Ok(n) => {
                         self.start += n;
                         self.bytes += n as u64;
                         progress = true;
+                        if n < want {
+                            // Short write: the send buffer is full.
+                            dst_ready.write = false;
+                        }
                         if self.start == self.end {
                             self.start = 0;
                             self.end = 0;
                         }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *dst_ready = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst_ready.write = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 }
             }
-            if !self.eof && *src_ready && self.end < BUF_SIZE {
+            if !self.eof && src_ready.read && self.end < BUF_SIZE && !self.splicing() {
                 let buf = self.buf.get_or_insert_with(|| pool.take());
+                let want = BUF_SIZE - self.end;
                 match src.read(&mut buf[self.end..]) {
                     Ok(0) => {
                         self.eof = true;
@@ -117,8 +178,16 @@ impl Pipe {
                     Ok(n) => {
                         self.end += n;
                         progress = true;
+                        if n == BUF_SIZE {
+                            self.bulk = true;
+                        }
+                        if n < want && !src_ready.read_closed {
+                            // Short read: the socket is drained; a new
+                            // arrival raises a new edge.
+                            src_ready.read = false;
+                        }
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => *src_ready = false,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src_ready.read = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 }
@@ -129,9 +198,18 @@ impl Pipe {
                 break;
             }
         }
+        self.finish_step(dst, pool);
+        Ok(flow)
+    }
+
+    /// Returns idle resources and forwards EOF once everything is written.
+    fn finish_step<W: Shutdown>(&mut self, dst: &mut W, pool: &mut Pool) {
         if self.pending() == 0 {
             if let Some(b) = self.buf.take() {
                 pool.give(b);
+            }
+            if let Some(p) = self.spliced.take() {
+                pool.give_pipe(p);
             }
             if self.eof && !self.shut {
                 self.shut = true;
@@ -140,16 +218,95 @@ impl Pipe {
                 let _ = dst.shutdown_write();
             }
         }
+    }
+
+    /// Like [`Pipe::pump`], with splice(2) through a kernel pipe: bytes go
+    /// from `src` to `dst` without a copy through user space.
+    pub fn pump_splice<S: AsFd + Shutdown, D: AsFd + Shutdown>(
+        &mut self,
+        src: &S,
+        src_ready: &mut Ready,
+        dst: &mut D,
+        dst_ready: &mut Ready,
+        pool: &mut Pool,
+    ) -> io::Result<Flow> {
+        if self.spliced.is_none() {
+            self.spliced = Some(pool.take_pipe()?);
+        }
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+        let mut flow = Flow::Idle;
+        loop {
+            let Some((pr, pw)) = &self.spliced else {
+                break;
+            };
+            let mut progress = false;
+            if self.in_pipe > 0 && dst_ready.write {
+                let want = self.in_pipe;
+                match splice(
+                    pr,
+                    None,
+                    dst.as_fd(),
+                    None,
+                    want,
+                    flags | SpliceFFlags::SPLICE_F_MORE,
+                ) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        self.in_pipe -= n;
+                        self.bytes += n as u64;
+                        progress = true;
+                        if n < want {
+                            dst_ready.write = false;
+                        }
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => dst_ready.write = false,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !self.eof && src_ready.read && self.in_pipe < PIPE_CAP {
+                let want = PIPE_CAP - self.in_pipe;
+                match splice(src.as_fd(), None, pw, None, want, flags) {
+                    Ok(0) => {
+                        self.eof = true;
+                        progress = true;
+                    }
+                    Ok(n) => {
+                        self.in_pipe += n;
+                        progress = true;
+                        if n < want && !src_ready.read_closed {
+                            src_ready.read = false;
+                        }
+                    }
+                    Err(nix::errno::Errno::EAGAIN) => src_ready.read = false,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if progress {
+                flow = Flow::Moved;
+            } else {
+                break;
+            }
+        }
+        self.finish_step(dst, pool);
         Ok(flow)
     }
 
-    /// Returns the buffer to the pool (the connection is closing).
+    /// Returns the buffer to the pool (the connection is closing). A pipe
+    /// still holding bytes is closed, not pooled.
     pub fn release(&mut self, pool: &mut Pool) {
         if let Some(b) = self.buf.take() {
             pool.give(b);
         }
+        if let Some(p) = self.spliced.take()
+            && self.in_pipe == 0
+        {
+            pool.give_pipe(p);
+        }
         self.start = 0;
         self.end = 0;
+        self.in_pipe = 0;
     }
 }
 
@@ -189,7 +346,7 @@ mod tests {
                     Err(io::ErrorKind::WouldBlock.into())
                 };
             }
-            let n = buf.len().min(self.input.len()).min(5000);
+            let n = buf.len().min(self.input.len());
             buf[..n].copy_from_slice(&self.input[..n]);
             self.input.drain(..n);
             Ok(n)
@@ -218,6 +375,14 @@ mod tests {
         }
     }
 
+    fn ready() -> Ready {
+        Ready {
+            read: true,
+            write: true,
+            read_closed: false,
+        }
+    }
+
     #[test]
     fn pipe_stops_reading_when_the_destination_is_full() {
         let mut pool = Pool::new();
@@ -226,23 +391,51 @@ mod tests {
             ..Fake::default()
         };
         let mut dst = Fake::default();
-        let (mut sr, mut dr) = (true, true);
+        let (mut sr, mut dr) = (ready(), ready());
         let mut p = Pipe::default();
         p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
             .expect("pump");
         // Destination took nothing: exactly one buffer was read, no more.
         assert_eq!(src.input.len(), 100_000 - BUF_SIZE);
-        assert!(sr, "source is still readable: it was not drained");
-        assert!(!dr);
+        assert!(sr.read, "source is still readable: it was not drained");
+        assert!(!dr.write);
         dst.write_budget = usize::MAX;
-        dr = true;
-        src.eof = true;
+        dr.write = true;
         p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
             .expect("pump");
-        assert_eq!(dst.out.len(), 100_000);
-        assert!(dst.shut && p.done());
-        assert_eq!(p.bytes, 100_000);
+        assert_eq!(dst.out.len(), BUF_SIZE);
+        assert!(p.splicing(), "a full read marks the direction as bulk");
         assert!(p.buf.is_none(), "an empty pipe holds no buffer");
+    }
+
+    #[test]
+    fn pipe_skips_the_read_after_a_short_one_unless_eof_is_pending() {
+        let mut pool = Pool::new();
+        let mut src = Fake {
+            input: vec![1; 100],
+            eof: true,
+            ..Fake::default()
+        };
+        let mut dst = Fake {
+            write_budget: usize::MAX,
+            ..Fake::default()
+        };
+        let (mut sr, mut dr) = (ready(), ready());
+        let mut p = Pipe::default();
+        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
+            .expect("pump");
+        assert_eq!(dst.out.len(), 100);
+        assert!(!sr.read && !p.eof, "EOF not read: no read was wasted");
+        sr.read = true;
+        sr.read_closed = true;
+        src.input = vec![2; 50];
+        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
+            .expect("pump");
+        assert!(
+            p.eof && dst.shut,
+            "a pending EOF is read after a short read"
+        );
+        assert_eq!(p.bytes, 150);
     }
 
     #[test]
@@ -257,13 +450,14 @@ mod tests {
             write_budget: 2,
             ..Fake::default()
         };
-        let (mut sr, mut dr) = (true, true);
+        let (mut sr, mut dr) = (ready(), ready());
+        sr.read_closed = true;
         let mut p = Pipe::default();
         p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
             .expect("pump");
         assert!(p.eof && !dst.shut);
         dst.write_budget = 10;
-        dr = true;
+        dr.write = true;
         p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
             .expect("pump");
         assert_eq!(dst.out, b"hello");

@@ -4,7 +4,7 @@
 //! is forwarded as `shutdown(Write)` to the other while the other direction
 //! keeps flowing; the connection ends when both directions are done).
 
-use super::buffer::{Flow, Pipe, Pool};
+use super::buffer::{Flow, Pipe, Pool, Ready};
 use crate::balance::ServerId;
 use mio::event::Event;
 use mio::net::TcpStream;
@@ -52,10 +52,8 @@ pub struct Conn {
     pub up: Pipe,
     /// Server → client.
     pub down: Pipe,
-    client_readable: bool,
-    client_writable: bool,
-    server_readable: bool,
-    server_writable: bool,
+    client_ready: Ready,
+    server_ready: Ready,
     /// When the client was accepted.
     pub accepted: Instant,
     /// Last event time (idle timeout).
@@ -103,10 +101,12 @@ impl Conn {
             up: Pipe::default(),
             down: Pipe::default(),
             // The client may already have sent bytes before registration.
-            client_readable: true,
-            client_writable: true,
-            server_readable: false,
-            server_writable: false,
+            client_ready: Ready {
+                read: true,
+                write: true,
+                read_closed: false,
+            },
+            server_ready: Ready::default(),
             accepted: now,
             last_active: now,
         }
@@ -114,15 +114,17 @@ impl Conn {
 
     /// Records readiness from an event on one of the two sockets.
     pub fn on_event(&mut self, server_side: bool, ev: &Event) {
-        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let closed = ev.is_read_closed() || ev.is_error();
+        let readable = ev.is_readable() || closed;
         let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-        if server_side {
-            self.server_readable |= readable;
-            self.server_writable |= writable;
+        let r = if server_side {
+            &mut self.server_ready
         } else {
-            self.client_readable |= readable;
-            self.client_writable |= writable;
-        }
+            &mut self.client_ready
+        };
+        r.read |= readable;
+        r.write |= writable;
+        r.read_closed |= closed;
     }
 
     /// Starts a connect attempt to `server_id` at `addr`.
@@ -133,8 +135,7 @@ impl Conn {
         deadline: Instant,
     ) -> io::Result<&mut TcpStream> {
         self.server = None;
-        self.server_readable = false;
-        self.server_writable = false;
+        self.server_ready = Ready::default();
         self.server_id = Some(server_id);
         self.tried.push(server_id);
         self.phase = Phase::Connecting { deadline };
@@ -148,7 +149,7 @@ impl Conn {
         let Some(server) = &self.server else {
             return ConnectState::Failed(io::ErrorKind::NotConnected.into());
         };
-        if !self.server_writable && !self.server_readable {
+        if !self.server_ready.write && !self.server_ready.read {
             return ConnectState::Pending;
         }
         match server.take_error() {
@@ -162,8 +163,7 @@ impl Conn {
                 ConnectState::Connected
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                self.server_writable = false;
-                self.server_readable = false;
+                self.server_ready = Ready::default();
                 ConnectState::Pending
             }
             Err(e) => ConnectState::Failed(e),
@@ -178,20 +178,40 @@ impl Conn {
         let up_before = self.up.bytes;
         let down_before = self.down.bytes;
         loop {
-            let a = self.up.pump(
-                &mut self.client,
-                &mut self.client_readable,
-                server,
-                &mut self.server_writable,
-                pool,
-            )?;
-            let b = self.down.pump(
-                server,
-                &mut self.server_readable,
-                &mut self.client,
-                &mut self.client_writable,
-                pool,
-            )?;
+            let a = if self.up.splicing() {
+                self.up.pump_splice(
+                    &self.client,
+                    &mut self.client_ready,
+                    server,
+                    &mut self.server_ready,
+                    pool,
+                )?
+            } else {
+                self.up.pump(
+                    &mut self.client,
+                    &mut self.client_ready,
+                    server,
+                    &mut self.server_ready,
+                    pool,
+                )?
+            };
+            let b = if self.down.splicing() {
+                self.down.pump_splice(
+                    &*server,
+                    &mut self.server_ready,
+                    &mut self.client,
+                    &mut self.client_ready,
+                    pool,
+                )?
+            } else {
+                self.down.pump(
+                    server,
+                    &mut self.server_ready,
+                    &mut self.client,
+                    &mut self.client_ready,
+                    pool,
+                )?
+            };
             if a == Flow::Idle && b == Flow::Idle {
                 break;
             }
