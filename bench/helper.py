@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""Small helpers for bench/run.sh: /proc accounting, probes, the idle-connection
+holder, and the results table.
+
+Subcommands (all output goes to stdout, one value or line):
+  tree PID                      PID and all its descendants, one per line
+  cpu PID                       utime+stime of PID and its descendants, in seconds
+  rss PID                       "TOTAL_KB ROOT_KB": VmRSS summed over the tree, and the root's
+  probe PORT TIMEOUT [PID]      exit 0 once GET / on 127.0.0.1:PORT answers "ok"; give up
+                                early if PID exits
+  hold PORT N READY MAX         open N keep-alive connections through PORT, send one
+                                request on each, write READY, hold them (at most MAX s)
+  record FILE key=value ...     append one result (JSON line) and print it readably
+  report FILE MD META NOTES     print the median table; write markdown to MD unless "-"
+"""
+
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import statistics
+import sys
+import time
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1 << 20
+
+
+# ---------------------------------------------------------------- /proc
+
+
+def _stat_fields(pid):
+    """Fields of /proc/PID/stat after the comm field (index 0 is state), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return data[data.rfind(")") + 2 :].split()
+
+
+def tree(root):
+    """root and all of its live descendants, root first."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        fields = _stat_fields(name)
+        if fields is None:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(name))
+    if _stat_fields(root) is None:
+        return []
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        out.append(pid)
+        todo.extend(sorted(children.get(pid, [])))
+    return out
+
+
+def cpu_seconds(root):
+    total = 0
+    for pid in tree(root):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            # stat fields 14 and 15 (utime, stime); index 0 here is field 3.
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def rss_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------- network
+
+
+def _read_response(sock):
+    """Reads one small HTTP response; returns True if its body is "ok"."""
+    data = b""
+    while not data.endswith(b"\r\n\r\nok"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            return False
+        data += chunk
+        if len(data) > 65536:
+            return False
+    return True
+
+
+def _alive(pid):
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def probe(port, timeout, pid=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pid is not None and not _alive(pid):
+            return 1
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(REQUEST)
+                if _read_response(s):
+                    return 0
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return 1
+
+
+def hold(port, n, ready_path, max_seconds):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 100
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    socks = []
+    deadline = time.monotonic() + max_seconds
+    # Open in batches of 200 to keep the proxies' accept queues short.
+    while len(socks) < n and not stop and time.monotonic() < deadline:
+        batch = []
+        for _ in range(min(200, n - len(socks))):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(10)
+            try:
+                s.connect(("127.0.0.1", port))
+                s.sendall(REQUEST)
+            except OSError as e:
+                print(f"hold: connect/send failed after {len(socks)}: {e}", file=sys.stderr)
+                s.close()
+                return 1
+            batch.append(s)
+        for s in batch:
+            try:
+                ok = _read_response(s)
+            except OSError:
+                ok = False
+            if not ok:
+                print(f"hold: bad response after {len(socks)} connections", file=sys.stderr)
+                return 1
+            socks.append(s)
+    if len(socks) < n:
+        return 1
+    with open(ready_path + ".tmp", "w") as f:
+        f.write(f"{len(socks)}\n")
+    os.rename(ready_path + ".tmp", ready_path)
+    # Hold until told to stop; report a connection the proxy closes under us.
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    while not stop and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            print("hold: a held connection was closed or got data", file=sys.stderr)
+            sel.unregister(key.fileobj)
+    for s in socks:
+        s.close()
+    return 0
+
+
+# ---------------------------------------------------------------- results
+
+
+def _num(v):
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
+def record(path, pairs):
+    r = {}
+    for p in pairs:
+        k, _, v = p.partition("=")
+        if v.startswith("@"):
+            r.update(_wrk_json(v[1:]))
+        else:
+            r[k] = _num(v)
+    t = r["test"]
+    if t == "mem":
+        r["per_conn_kb"] = (r["held_kb"] - r["idle_kb"]) / r["conns"]
+        line = (
+            f"RSS idle {r['idle_kb'] / 1024:.1f} MiB, with {int(r['conns'])} conns "
+            f"{r['held_kb'] / 1024:.1f} MiB, {r['per_conn_kb']:.2f} KiB/conn "
+            f"(root process {r['idle_root_kb'] / 1024:.1f} -> {r['held_root_kb'] / 1024:.1f} MiB)"
+        )
+    elif "requests" not in r or r["requests"] == 0:
+        r["failed"] = 1
+        line = "FAILED (no completed requests)"
+    else:
+        secs = r["duration_us"] / 1e6
+        r["rate"] = r["requests"] / secs
+        cpu = r.get("cpu_after", 0) - r.get("cpu_before", 0) if "cpu_after" in r else None
+        if t == "big":
+            r["mb_s"] = r["bytes"] / secs / 1e6
+            line = f"{r['mb_s']:.0f} MB/s ({int(r['requests'])} files)"
+            if cpu is not None:
+                r["cpu_per_unit"] = cpu / (r["bytes"] / (64 * MIB))
+                line += f", CPU {r['cpu_per_unit'] * 1e3:.1f} ms per 64 MiB"
+        else:
+            unit = "req" if t == "ka" else "conn"
+            line = f"{r['rate']:.0f} {unit}/s, p50 {r['p50_us'] / 1e3:.2f} ms, p99 {r['p99_us'] / 1e3:.2f} ms"
+            if cpu is not None:
+                r["cpu_per_unit"] = cpu / r["requests"]
+                line += f", CPU {r['cpu_per_unit'] * 1e6:.1f} us/{unit}"
+        if r.get("errors", 0):
+            line += f", {int(r['errors'])} errors"
+    r["summary"] = line
+    with open(path, "a") as f:
+        f.write(json.dumps(r) + "\n")
+    print(line)
+    return 0
+
+
+def _wrk_json(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("{"):
+                return json.loads(line)
+    return {}
+
+
+PROXIES = [("lbctl", "lbctl"), ("haproxy", "HAProxy"), ("nginx", "nginx stream"), ("direct", "direct")]
+
+# (label, test, field, scale, format, better)
+ROWS = [
+    ("keep-alive: requests/s", "ka", "rate", 1, "{:.0f}", "higher"),
+    ("keep-alive: p50 latency (ms)", "ka", "p50_us", 1e-3, "{:.2f}", "lower"),
+    ("keep-alive: p99 latency (ms)", "ka", "p99_us", 1e-3, "{:.2f}", "lower"),
+    ("keep-alive: proxy CPU per request (us)", "ka", "cpu_per_unit", 1e6, "{:.1f}", "lower"),
+    ("new connection: conns/s", "close", "rate", 1, "{:.0f}", "higher"),
+    ("new connection: proxy CPU per conn (us)", "close", "cpu_per_unit", 1e6, "{:.1f}", "lower"),
+    ("64 MiB download: MB/s", "big", "mb_s", 1, "{:.0f}", "higher"),
+    ("64 MiB download: proxy CPU per file (ms)", "big", "cpu_per_unit", 1e3, "{:.1f}", "lower"),
+    ("memory: RSS idle (MiB)", "mem", "idle_kb", 1 / 1024, "{:.1f}", "lower"),
+    ("memory: RSS with N idle conns (MiB)", "mem", "held_kb", 1 / 1024, "{:.1f}", "lower"),
+    ("memory: RSS per idle conn (KiB)", "mem", "per_conn_kb", 1, "{:.2f}", "lower"),
+]
+
+
+def _median(results, proxy, test, field):
+    vals = [r[field] for r in results if r.get("proxy") == proxy and r.get("test") == test and field in r]
+    return (statistics.median(vals), len(vals)) if vals else (None, 0)
+
+
+def _table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def fmt(cells):
+        out = []
+        for i, (c, w) in enumerate(zip(cells, widths)):
+            out.append(str(c).ljust(w) if i == 0 else str(c).rjust(w))
+        return "| " + " | ".join(out) + " |"
+
+    sep = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
+
+
+def report(path, md_path, meta_path, notes_path):
+    results = []
+    if os.path.exists(path):
+        with open(path) as f:
+            results = [json.loads(line) for line in f if line.strip()]
+    with open(meta_path) as f:
+        meta = json.load(f)
+    notes = []
+    if os.path.exists(notes_path):
+        with open(notes_path) as f:
+            notes = [line.rstrip("\n") for line in f if line.strip()]
+    conns = meta.get("conns", "N")
+
+    header = ["median of rounds"] + [name for _, name in PROXIES] + ["lbctl/HAProxy", "better"]
+    rows = []
+    for label, test, field, scale, fmtstr, better in ROWS:
+        row = [label.replace("N idle", f"{conns} idle")]
+        vals = {}
+        for key, _ in PROXIES:
+            v, _n = _median(results, key, test, field)
+            vals[key] = v
+            row.append(fmtstr.format(v * scale) if v is not None else "-")
+        lb, ha = vals["lbctl"], vals["haproxy"]
+        row.append(f"{lb / ha:.2f}" if lb is not None and ha else "-")
+        row.append(better)
+        rows.append(row)
+    main = _table(header, rows)
+
+    w1, _ = _median(results, "lbctl", "close", "rate")
+    w2, _ = _median(results, "lbctl_w2", "close", "rate")
+    wrows = [
+        ["lbctl workers = 1 (pinned to CPU %s)" % meta.get("proxy_cpu", "0"), f"{w1:.0f}" if w1 else "-", "1.00" if w1 else "-"],
+        ["lbctl workers = 2 (not pinned)", f"{w2:.0f}" if w2 else "-", f"{w2 / w1:.2f}" if w1 and w2 else "-"],
+    ]
+    workers = _table(["new connection per request", "conns/s", "vs workers = 1"], wrows)
+
+    masters = []
+    for key, name in PROXIES:
+        v, _ = _median(results, key, "mem", "idle_root_kb")
+        h, _ = _median(results, key, "mem", "held_root_kb")
+        if v is not None:
+            masters.append(f"{name} {v / 1024:.1f} MiB idle / {h / 1024:.1f} MiB held")
+    errors = {}
+    for r in results:
+        if r.get("errors") or r.get("failed"):
+            errors[r["proxy"]] = errors.get(r["proxy"], 0) + int(r.get("errors", 0))
+
+    print()
+    print(main)
+    print()
+    print(workers)
+    if masters:
+        print("\nRoot process RSS (included in the sums above): " + "; ".join(masters))
+    if errors:
+        print("wrk reported socket errors/failed runs: " + ", ".join(f"{k}: {v}" for k, v in errors.items()))
+    for n in notes:
+        print("note: " + n)
+
+    if md_path == "-":
+        return 0
+    lines = [
+        "# lbctl benchmark results",
+        "",
+        "Produced by `bash bench/run.sh`; rerunning it overwrites this file.",
+        "",
+        f"- date: {meta['date']}",
+        f"- command: `{meta['command']}`",
+        f"- machine: nproc {meta['nproc']}, kernel {meta['kernel']}, CPU {meta['cpu']}",
+        f"- versions: {meta['versions']}",
+        f"- rounds: {meta['rounds']}, duration per run: {meta['duration']}, idle connections: {conns}",
+        "",
+        main,
+        "",
+        workers,
+        "",
+        "## How it was measured",
+        "",
+        "- Two nginx backends on 127.0.0.1:18081 and :18082 (`return 200 \"ok\"`, keep-alive, "
+        "and a 64 MiB static file); the proxy on 127.0.0.1:18080 round-robins over both. "
+        "`direct` sends wrk straight to the backend on :18081 (no proxy, so no proxy CPU or memory).",
+        f"- The proxy is pinned to CPU {meta.get('proxy_cpu')}; wrk, the backends and the "
+        f"connection holder to CPU {meta.get('load_cpu')} (taskset). lbctl workers = 1, "
+        "HAProxy `nbthread 1` mode tcp, nginx stream `worker_processes 1`.",
+        "- Each round starts every proxy in turn (the order rotates per round), runs its tests, "
+        "and stops it; the table shows the median over rounds.",
+        "- keep-alive: `wrk -t1 -c50`; new connection: the same with `-H 'Connection: close'`; "
+        "downloads: `wrk -t1 -c4` on the 64 MiB file.",
+        "- Proxy CPU is utime+stime from /proc/PID/stat summed over the proxy's process tree "
+        "(master and workers), before and after each wrk run, divided by the requests, "
+        "connections or files completed (clock-tick resolution: 10 ms).",
+        f"- Memory is VmRSS summed over every process of the proxy (lbctl: master + workers; "
+        f"nginx: master + worker; HAProxy: its one process) on a freshly started proxy, "
+        f"idle and then with {conns} connections held open through it, each having carried "
+        f"one request; per connection = (held - idle) / {conns}.",
+        "- The workers = 2 row runs lbctl unpinned (free to use both CPUs, which it shares "
+        "with wrk and the backends), so it is not a clean scaling figure on a 2-CPU machine.",
+    ]
+    if masters:
+        lines.append("- Root (master) process RSS, included in the sums: " + "; ".join(masters) + ".")
+    if errors:
+        lines.append("- wrk reported socket errors/failed runs: " + ", ".join(f"{k}: {v}" for k, v in errors.items()) + ".")
+    if notes:
+        lines += ["", "## Notes from this run", ""] + [f"- {n}" for n in notes]
+    lines += ["", "## Every run", "", "```"]
+    names = dict(PROXIES, lbctl_w2="lbctl workers=2")
+    for r in results:
+        name = names.get(r["proxy"], r["proxy"])
+        lines.append(f"round {r['round']}  {name:<16} {r['test']:<6} {r['summary']}")
+    lines += ["```", ""]
+    with open(md_path, "w") as f:
+        f.write("\n".join(lines))
+    print(f"\nwrote {md_path}")
+    return 0
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, args = argv[1], argv[2:]
+    if cmd == "tree":
+        print("\n".join(str(p) for p in tree(int(args[0]))))
+    elif cmd == "cpu":
+        print(f"{cpu_seconds(int(args[0])):.2f}")
+    elif cmd == "rss":
+        pids = tree(int(args[0]))
+        print(sum(rss_kb(p) for p in pids), rss_kb(pids[0]) if pids else 0)
+    elif cmd == "probe":
+        return probe(int(args[0]), float(args[1]), int(args[2]) if len(args) > 2 else None)
+    elif cmd == "hold":
+        return hold(int(args[0]), int(args[1]), args[2], float(args[3]))
+    elif cmd == "record":
+        return record(args[0], args[1:])
+    elif cmd == "report":
+        return report(*args[:4])
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
