@@ -235,10 +235,7 @@ impl Pipe {
         }
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         let mut flow = Flow::Idle;
-        loop {
-            let Some((pr, pw)) = &self.spliced else {
-                break;
-            };
+        while let Some((pr, pw)) = &self.spliced {
             let mut progress = false;
             if self.in_pipe > 0 && dst_ready.write {
                 let want = self.in_pipe;
