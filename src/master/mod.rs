@@ -829,6 +829,9 @@ impl Master {
             if let Some(c) = &mut g.checker {
                 c.shutdown(self.poll.registry());
             }
+            // Sockets bound for it would collect connections nobody accepts.
+            let binds = std::mem::take(&mut g.binds);
+            reload::undo_binds(&mut self.listeners, &binds);
         }
         self.phase = MasterPhase::Running;
         let waiters = std::mem::take(&mut self.reload_waiters);
@@ -950,13 +953,14 @@ impl Master {
             Err((addr, e)) => return fail(self, waiters, format!("cannot listen on {addr}: {e}")),
         };
         let number = self.next_gen;
-        let generation = match reload::new_generation(number, Arc::new(config), now) {
+        let mut generation = match reload::new_generation(number, Arc::new(config), now) {
             Ok(g) => g,
             Err(e) => {
                 reload::undo_binds(&mut self.listeners, &made);
                 return fail(self, waiters, e.to_string());
             }
         };
+        generation.binds = made;
         self.next_gen += 1;
         self.identity = identity;
         self.gens.push(generation);

@@ -102,5 +102,6 @@ pub fn new_generation(
         checker,
         notes,
         retiring: false,
+        binds: Vec::new(),
     })
 }

@@ -94,6 +94,8 @@ pub struct Generation {
     pub notes: Vec<ServerNote>,
     /// True once it has been told to drain (a newer one serves).
     pub retiring: bool,
+    /// Sockets bound for it (undone if it never starts).
+    pub binds: Vec<(std::net::SocketAddr, usize)>,
 }
 
 impl Generation {

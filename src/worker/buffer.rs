@@ -32,8 +32,10 @@ pub struct Pool {
     pipes: Vec<(OwnedFd, OwnedFd)>,
 }
 
-/// Bytes a splice pipe holds (the kernel's default pipe size).
-pub const PIPE_CAP: usize = 64 * 1024;
+/// Bytes asked of a splice pipe (F_SETPIPE_SZ; the kernel may hold fewer:
+/// each socket fragment takes a whole pipe slot, so "full" is detected by
+/// EAGAIN, never assumed from a byte count).
+pub const PIPE_CAP: usize = 256 * 1024;
 
 /// Free buffers kept for reuse at most (the rest are freed).
 const POOL_KEEP: usize = 256;
@@ -58,8 +60,11 @@ impl Pool {
         match self.pipes.pop() {
             Some(p) => Ok(p),
             None => {
-                use nix::fcntl::OFlag;
-                Ok(nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?)
+                use nix::fcntl::{FcntlArg, OFlag, fcntl};
+                let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+                // Best effort: a larger pipe moves more per splice call.
+                let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_CAP as i32));
+                Ok((r, w))
             }
         }
     }
@@ -271,10 +276,11 @@ impl Pipe {
                     Ok(n) => {
                         self.in_pipe += n;
                         progress = true;
-                        if n < want && !src_ready.read_closed {
-                            src_ready.read = false;
-                        }
                     }
+                    // With bytes in the pipe, EAGAIN may mean the pipe is
+                    // full rather than the socket empty: keep the flag and
+                    // retry once the pipe drained.
+                    Err(nix::errno::Errno::EAGAIN) if self.in_pipe > 0 => {}
                     Err(nix::errno::Errno::EAGAIN) => src_ready.read = false,
                     Err(nix::errno::Errno::EINTR) => continue,
                     Err(e) => return Err(e.into()),
