@@ -9,6 +9,9 @@ mod harness;
 
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
+// Backend HA: kill under load, http/send_expect/timeout checks, runtime
+// disable/drain/enable, respawn vs reload.
+mod ha;
 // Active health checks: down and back up.
 mod health;
 // `start -d` / `status` / `stop`, graceful stop with an open connection.
