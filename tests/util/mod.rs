@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod loadgen;
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
