@@ -7,6 +7,8 @@ mod util;
 // Self-tests of the harness (no lbctl).
 mod harness;
 
+// Balancing strategies, weights, backups, max_conns and the queue.
+mod balance;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
 // Backend HA: kill under load, http/send_expect/timeout checks, runtime

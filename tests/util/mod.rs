@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod loadgen;
 pub mod scripted;
 
 use std::fmt::Write as _;
