@@ -39,8 +39,11 @@ impl<'a> LiveView<'a> {
             now_ms,
             backup_tier: false,
         };
-        let primary_usable = (0..listen.servers.len())
-            .any(|id| !listen.servers[id].backup && v.usable(id) && !tried.contains(&id));
+        // A primary that is merely full (max_conns) keeps the primary tier:
+        // the client waits in the queue rather than spilling onto backups.
+        let primary_usable = (0..listen.servers.len()).any(|id| {
+            !listen.servers[id].backup && v.usable_ignoring_limit(id) && !tried.contains(&id)
+        });
         v.backup_tier = !primary_usable;
         v
     }
