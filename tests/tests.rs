@@ -26,3 +26,8 @@ mod reload;
 mod status;
 // kill -9 a worker (respawn) and the master (workers follow it).
 mod supervise;
+// systemd notifications: READY, RELOADING/READY around a reload, STOPPING.
+mod systemd_notify;
+// Zero-downtime operations under load: reload variants, listeners added and
+// removed, worker count changes, 20 reloads, binary upgrade, worker crash, fd flood.
+mod zero_downtime;

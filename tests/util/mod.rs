@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod load;
 pub mod loadgen;
 pub mod scripted;
 
@@ -657,6 +658,34 @@ impl Master {
             .stderr(err)
             .spawn()
             .expect("spawn lbctl start");
+        let pid = i32::try_from(child.id()).expect("pid fits i32");
+        Master {
+            child,
+            pid,
+            config: config.to_path_buf(),
+            stdout_path,
+            stderr_path,
+            log_path: Some(dir.join("lbctl.log")),
+            exited: None,
+        }
+    }
+
+    /// Spawns `cmd` as the master: another copy of the binary, extra
+    /// environment, or a wrapper that `exec`s `lbctl start` (so the child's
+    /// pid is the master's). Output is captured as by [`Master::spawn`].
+    pub fn spawn_command(dir: &TempDir, config: &Path, mut cmd: Command) -> Master {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let stdout_path = dir.join(&format!("master-cmd-{n}.out"));
+        let stderr_path = dir.join(&format!("master-cmd-{n}.err"));
+        let out = std::fs::File::create(&stdout_path).expect("create master stdout");
+        let err = std::fs::File::create(&stderr_path).expect("create master stderr");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn the master command");
         let pid = i32::try_from(child.id()).expect("pid fits i32");
         Master {
             child,
