@@ -900,8 +900,13 @@ fn fd_limit_flood_keeps_processes_and_established_connections_and_recovers() {
     let dir = TempDir::new();
     let e = Backend::echo();
     let mut conf = Conf::new(&dir, &[e.addr()]).workers(2);
+    // The test's backend is itself flooded (its accept queue overflows and
+    // the kernel drops SYNs, retried after 1s): give connects time, so that
+    // only the balancer's own descriptor shortage is under test.
+    conf.listens[0].connect_timeout = "5s".to_string();
     let mut other = ListenConf::new(&[e.addr()]);
     other.name = "other".to_string();
+    other.connect_timeout = "5s".to_string();
     conf.listens.push(other);
     let path = conf.write(&dir);
     let mut cmd = Command::new("sh");

@@ -851,18 +851,9 @@ impl Master {
     }
 
     fn retire_finished(&mut self) {
-        let before = self.gens.len();
         let serving = self.serving;
         self.gens
             .retain(|g| !(g.retiring && g.all_exited() && g.number != serving));
-        if self.gens.len() != before {
-            let keep: Vec<_> = self
-                .gens
-                .iter()
-                .flat_map(|g| g.config.listens.iter().map(|l| l.bind))
-                .collect();
-            self.listeners.retain(&keep);
-        }
     }
 
     // ---- readiness and reload -------------------------------------------
@@ -1002,6 +993,15 @@ impl Master {
         self.serving = number;
         self.phase = MasterPhase::Running;
         self.reload_deadline = None;
+        // Listeners the new file dropped close now (the old workers stopped
+        // accepting on them), so the port refuses instead of queueing.
+        let keep: Vec<_> = self
+            .gens
+            .iter()
+            .filter(|g| g.number == number)
+            .flat_map(|g| g.config.listens.iter().map(|l| l.bind))
+            .collect();
+        self.listeners.retain(&keep);
         log(&format!(
             "reloaded: generation {number} accepting; {drained} old workers draining"
         ));

@@ -104,6 +104,9 @@ pub struct Pipe {
     pub shut: bool,
     /// Bytes moved so far.
     pub bytes: u64,
+    /// The other direction is finished: EOF here ends the connection, whose
+    /// close sends the FIN, so the shutdown(2) call is skipped.
+    pub last: bool,
 }
 
 /// What one pump step reported.
@@ -218,9 +221,11 @@ impl Pipe {
             }
             if self.eof && !self.shut {
                 self.shut = true;
-                // A peer that is already gone makes this fail; the other
-                // direction reports that error itself.
-                let _ = dst.shutdown_write();
+                if !self.last {
+                    // A peer that is already gone makes this fail; the other
+                    // direction reports that error itself.
+                    let _ = dst.shutdown_write();
+                }
             }
         }
     }

@@ -152,6 +152,15 @@ impl Conn {
         if !self.server_ready.write && !self.server_ready.read {
             return ConnectState::Pending;
         }
+        // A clean EPOLLOUT (no error, no hang-up) on a first attempt means
+        // connected: skip the getsockopt and getpeername calls. A retry's
+        // socket reuses the token of a failed one whose stale events may
+        // still be in this batch, so retries check the slow way.
+        if self.server_ready.write && !self.server_ready.read_closed && self.tried.len() == 1 {
+            let _ = server.set_nodelay(true);
+            self.phase = Phase::Relaying;
+            return ConnectState::Connected;
+        }
         match server.take_error() {
             Ok(Some(e)) | Err(e) => return ConnectState::Failed(e),
             Ok(None) => {}
@@ -178,6 +187,8 @@ impl Conn {
         let up_before = self.up.bytes;
         let down_before = self.down.bytes;
         loop {
+            self.up.last = self.down.done();
+            self.down.last = self.up.done();
             let a = if self.up.splicing() {
                 self.up.pump_splice(
                     &self.client,

@@ -35,6 +35,15 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const QUEUE_RETRY: Duration = Duration::from_millis(5);
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
+/// Out of descriptors or kernel memory: a problem of this process, not of
+/// a peer.
+fn is_local_shortage(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+    )
+}
+
 /// Everything a worker needs, handed over by the master after fork.
 #[derive(Debug)]
 pub struct WorkerCtx {
@@ -68,6 +77,9 @@ struct Worker {
     channel: LineConn<UnixStream>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
+    /// Slots closed during the current event batch: reused only after it,
+    /// so a stale event of a closed connection never reaches a new one.
+    freed: Vec<usize>,
     live: usize,
     serial: u64,
     timers: Timers,
@@ -142,6 +154,7 @@ impl Worker {
             channel,
             conns: Vec::new(),
             free: Vec::new(),
+            freed: Vec::new(),
             live: 0,
             serial: 0,
             timers: Timers::new(),
@@ -187,6 +200,7 @@ impl Worker {
                     self.on_conn_event(idx, server_side, ev);
                 }
             }
+            self.free.append(&mut self.freed);
             self.fire_timers();
             self.serve_queues();
             if let Some(until) = self.accept_paused_until
@@ -269,12 +283,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let code = e.raw_os_error();
-                    if code == Some(nix::libc::EMFILE)
-                        || code == Some(nix::libc::ENFILE)
-                        || code == Some(nix::libc::ENOBUFS)
-                        || code == Some(nix::libc::ENOMEM)
-                    {
+                    if is_local_shortage(&e) {
                         // Out of descriptors: stop accepting for a moment
                         // instead of spinning on a queue we cannot serve.
                         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
@@ -380,6 +389,16 @@ impl Worker {
                     }
                     cell.active.fetch_sub(1, Relaxed);
                     conn.server = None;
+                }
+                Err(e) if is_local_shortage(&e) => {
+                    // Our own lack of descriptors or memory says nothing
+                    // about the server: do not count it against the server,
+                    // and stop accepting for a moment (as on EMFILE at accept).
+                    cell.active.fetch_sub(1, Relaxed);
+                    conn.server = None;
+                    conn.server_id = None;
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    break;
                 }
                 Err(_) => {
                     cell.active.fetch_sub(1, Relaxed);
@@ -563,7 +582,7 @@ impl Worker {
             slot.errors.fetch_add(1, Relaxed);
         }
         self.live -= 1;
-        self.free.push(idx);
+        self.freed.push(idx);
     }
 
     fn connection_rows(&self) -> Vec<ConnRow> {
