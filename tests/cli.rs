@@ -3,8 +3,8 @@
 
 use crate::util::backend::Backend;
 use crate::util::{
-    Conf, DaemonGuard, Lbctl, Master, TempDir, fetch_ok, manifest_path, pid_alive, read_pid_file,
-    write_file,
+    CMD_TIMEOUT, Conf, DaemonGuard, Lbctl, Master, TempDir, fetch_ok, manifest_path, pid_alive,
+    read_pid_file, run_raw_in, write_file,
 };
 
 #[test]
@@ -167,4 +167,15 @@ fn daemon_start_with_an_invalid_file_exits_1_naming_the_key() {
         !conf.pid_file.exists(),
         "pid file written for an invalid config"
     );
+}
+
+#[test]
+fn usage_errors_exit_1_and_help_exits_0() {
+    let dir = TempDir::new();
+    let out = run_raw_in(dir.path(), &["frobnicate"], CMD_TIMEOUT);
+    out.assert_code(1).assert_contains("frobnicate");
+    let out = run_raw_in(dir.path(), &["status", "--no-such-flag"], CMD_TIMEOUT);
+    out.assert_code(1);
+    let out = run_raw_in(dir.path(), &["--help"], CMD_TIMEOUT);
+    out.assert_code(0).assert_contains("reload");
 }
