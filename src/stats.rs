@@ -87,6 +87,10 @@ pub struct ServerRow {
     pub check: String,
     /// Seconds since the state last changed.
     pub since_secs: u64,
+    /// Consecutive passed health checks.
+    pub checks_ok: u32,
+    /// Consecutive failed health checks.
+    pub checks_failed: u32,
     /// Runtime weight.
     pub weight: u32,
     /// Used only when no primary is usable.
@@ -262,7 +266,14 @@ impl Status {
                     s.active.to_string(),
                     s.total.to_string(),
                     s.failures.to_string(),
-                    format!("{} ({}s)", s.check, s.since_secs),
+                    if s.checks_ok + s.checks_failed > 0 {
+                        format!(
+                            "{} ({}s; {} ok / {} failed in a row)",
+                            s.check, s.since_secs, s.checks_ok, s.checks_failed
+                        )
+                    } else {
+                        format!("{} ({}s)", s.check, s.since_secs)
+                    },
                 ]);
             }
         }
@@ -361,6 +372,8 @@ mod tests {
                     state: "up".into(),
                     check: "ok".into(),
                     since_secs: 3,
+                    checks_ok: 0,
+                    checks_failed: 0,
                     weight: 1,
                     backup: false,
                     active: 1,

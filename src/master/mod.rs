@@ -1167,6 +1167,8 @@ impl Master {
                 continue;
             };
             note.check = r.detail.clone();
+            note.ok_in_row = r.state.successes;
+            note.failed_in_row = r.state.failures;
             let Some(t) = r.transition else {
                 continue;
             };

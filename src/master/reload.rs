@@ -75,6 +75,8 @@ pub fn new_generation(
                     "no check".into()
                 },
                 since: now,
+                ok_in_row: 0,
+                failed_in_row: 0,
             });
             g += 1;
         }

@@ -95,6 +95,8 @@ pub fn status(m: &Master, now: Instant) -> Status {
                         note.check.clone()
                     },
                     since_secs: now.duration_since(note.since).as_secs(),
+                    checks_ok: note.ok_in_row,
+                    checks_failed: note.failed_in_row,
                     weight: cell.weight.load(Relaxed),
                     backup: s.backup,
                     active: g.region.server_active(idx),

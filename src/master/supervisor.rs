@@ -74,6 +74,10 @@ pub struct ServerNote {
     pub check: String,
     /// Since when the state holds.
     pub since: Instant,
+    /// Consecutive passed checks.
+    pub ok_in_row: u32,
+    /// Consecutive failed checks.
+    pub failed_in_row: u32,
 }
 
 /// One configuration generation: its config, shared region, workers and

@@ -147,3 +147,94 @@ pub fn record_failure(region: &Region, g: usize, listen: &ListenConfig, now_ms: 
         cell.fail_window_ms.store(0, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::{ADMIN_DISABLED, HEALTH_DOWN};
+    use std::time::Duration;
+
+    fn listen(toml_servers: &str) -> ListenConfig {
+        let src = format!(
+            "[master]\nworkers = 1\n[[listen]]\nbind = \"127.0.0.1:9\"\nservers = [{toml_servers}]\n"
+        );
+        let mut cfg = crate::config::parse(&src, std::path::Path::new("/")).expect("config");
+        cfg.listens.remove(0)
+    }
+
+    fn region_for(l: &ListenConfig) -> Region {
+        let r = Region::new(2, l.servers.len()).expect("region");
+        for (i, s) in l.servers.iter().enumerate() {
+            r.server(i).weight.store(s.weight, Relaxed);
+        }
+        r
+    }
+
+    #[test]
+    fn backups_are_eligible_only_when_no_primary_is_usable() {
+        let l = listen(r#"{ addr = "127.0.0.1:1" }, { addr = "127.0.0.1:2", backup = true }"#);
+        let r = region_for(&l);
+        let v = LiveView::new(&r, &l, 0, &[], 1000);
+        assert!(v.eligible(0) && !v.eligible(1));
+        r.server(0).health.store(HEALTH_DOWN, Relaxed);
+        let v = LiveView::new(&r, &l, 0, &[], 1000);
+        assert!(!v.eligible(0) && v.eligible(1));
+        r.server(0).health.store(HEALTH_UP, Relaxed);
+        r.server(0).admin.store(ADMIN_DISABLED, Relaxed);
+        let v = LiveView::new(&r, &l, 0, &[], 1000);
+        assert!(v.eligible(1), "a disabled primary hands over to the backup");
+        // A primary already tried for this client also hands over.
+        r.server(0).admin.store(ADMIN_ENABLED, Relaxed);
+        let v = LiveView::new(&r, &l, 0, &[0], 1000);
+        assert!(!v.eligible(0) && v.eligible(1));
+    }
+
+    #[test]
+    fn a_full_primary_pool_queues_instead_of_using_backups() {
+        let l = listen(
+            r#"{ addr = "127.0.0.1:1", max_conns = 2 }, { addr = "127.0.0.1:2", backup = true }"#,
+        );
+        let r = region_for(&l);
+        r.slot_server(0, 0).active.store(1, Relaxed);
+        r.slot_server(1, 0).active.store(1, Relaxed);
+        let v = LiveView::new(&r, &l, 0, &[], 1000);
+        assert!(!v.eligible(0) && !v.eligible(1));
+        assert!(v.all_full(), "the client should wait in the queue");
+        r.slot_server(1, 0).active.store(0, Relaxed);
+        let v = LiveView::new(&r, &l, 0, &[], 1000);
+        assert!(v.eligible(0) && !v.all_full());
+    }
+
+    #[test]
+    fn slow_start_ramps_the_weight_after_a_server_comes_up() {
+        let l = listen(r#"{ addr = "127.0.0.1:1", weight = 100, slow_start = "10s" }"#);
+        let r = region_for(&l);
+        let v = LiveView::new(&r, &l, 0, &[], 50_000);
+        assert_eq!(v.weight(0), 100, "never went down: full weight");
+        r.server(0).up_since_ms.store(40_000, Relaxed);
+        assert_eq!(LiveView::new(&r, &l, 0, &[], 40_000).weight(0), 1);
+        assert_eq!(LiveView::new(&r, &l, 0, &[], 42_500).weight(0), 25);
+        assert_eq!(LiveView::new(&r, &l, 0, &[], 45_000).weight(0), 50);
+        assert_eq!(LiveView::new(&r, &l, 0, &[], 60_000).weight(0), 100);
+    }
+
+    #[test]
+    fn max_fails_within_fail_timeout_marks_a_server_down_for_fail_timeout() {
+        let mut l = listen(r#"{ addr = "127.0.0.1:1" }, { addr = "127.0.0.1:2" }"#);
+        l.max_fails = 3;
+        l.fail_timeout = Duration::from_secs(10);
+        let r = region_for(&l);
+        record_failure(&r, 0, &l, 1_000);
+        record_failure(&r, 0, &l, 2_000);
+        assert!(LiveView::new(&r, &l, 0, &[], 2_000).eligible(0));
+        record_failure(&r, 0, &l, 3_000);
+        assert!(!LiveView::new(&r, &l, 0, &[], 3_000).eligible(0));
+        assert!(!LiveView::new(&r, &l, 0, &[], 12_999).eligible(0));
+        assert!(LiveView::new(&r, &l, 0, &[], 13_000).eligible(0));
+        // Failures spread wider than the window never add up.
+        record_failure(&r, 1, &l, 20_000);
+        record_failure(&r, 1, &l, 31_000);
+        record_failure(&r, 1, &l, 42_000);
+        assert!(LiveView::new(&r, &l, 0, &[], 42_000).eligible(1));
+    }
+}
