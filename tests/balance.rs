@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::util::backend::Backend;
 use crate::util::json::{array_of, servers, str_of, u64_of, worker_rows, workers};
 use crate::util::loadgen::{Extra, count_of, fetch_from, open_n, tally};
+use crate::util::scripted::Scripted;
 use crate::util::{Conf, Lbctl, Master, ServerConf, TempDir, WAIT, connect, wait_until};
 
 /// A health check that flips a server after one probe either way.
@@ -174,7 +175,9 @@ fn state_of(lbctl: &Lbctl, name: &str) -> Option<String> {
 #[test]
 fn backup_serves_only_while_both_primaries_are_down_and_hands_back_to_a_returning_one() {
     let dir = TempDir::new();
-    let p1 = Backend::fixed("p1");
+    // Killed below: a backend whose kill still answers what it accepted,
+    // so only the balancer's behaviour is under test.
+    let p1 = Scripted::fixed("p1");
     let p2 = Backend::fixed("p2");
     let spare = Backend::fixed("backup");
     let (p1_addr, p2_addr) = (p1.addr(), p2.addr());
@@ -202,7 +205,7 @@ fn backup_serves_only_while_both_primaries_are_down_and_hands_back_to_a_returnin
 
     // One primary stops: the other carries everything (retries cover the
     // moment before the check marks it down), the backup still nothing.
-    drop(p1);
+    p1.kill();
     let counts = tally(conf.bind(), 10);
     assert_eq!(count_of(&counts, "p2"), 10, "one primary left: {counts:?}");
     let mut last = None;
