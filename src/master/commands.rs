@@ -1,0 +1,262 @@
+//! Owns the master's side of the control socket: accepting clients, reading
+//! one request each, dispatching it (status, reload, stop, connections,
+//! runtime server changes), gathering `connections` answers from the
+//! workers, and sending the one response.
+
+use super::*;
+
+impl Master {
+    // ---- control socket -------------------------------------------------
+
+    pub(super) fn accept_clients(&mut self) {
+        loop {
+            let Some(control) = &self.control else {
+                return;
+            };
+            match control.accept() {
+                Ok((stream, _)) => {
+                    let token = Token(CLIENT_BASE + self.next_client % CLIENT_SPAN);
+                    self.next_client += 1;
+                    let mut conn = LineConn::new(stream, MAX_LINE);
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            conn.stream_mut(),
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        )
+                        .is_ok()
+                    {
+                        self.clients.insert(
+                            token,
+                            ControlClient {
+                                conn,
+                                closing: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log(&format!("control socket accept failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn on_client(&mut self, token: Token, now: Instant) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        if client.closing {
+            match client.conn.flush() {
+                Ok(false) => return,
+                _ => {
+                    self.drop_client(token);
+                    return;
+                }
+            }
+        }
+        let mut msgs: Vec<Result<Request, String>> = Vec::new();
+        let outcome = client.conn.read_msgs(&mut msgs);
+        match outcome {
+            ReadOutcome::TooLong => {
+                self.respond(
+                    token,
+                    Response::Error {
+                        message: format!("request longer than {MAX_LINE} bytes"),
+                    },
+                );
+                return;
+            }
+            ReadOutcome::Closed if msgs.is_empty() => {
+                self.drop_client(token);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(msg) = msgs.into_iter().next() {
+            match msg {
+                Ok(req) => self.on_request(token, req, now),
+                Err(e) => self.respond(
+                    token,
+                    Response::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                ),
+            }
+        }
+    }
+
+    pub(super) fn drop_client(&mut self, token: Token) {
+        if let Some(mut c) = self.clients.remove(&token) {
+            let _ = self.poll.registry().deregister(c.conn.stream_mut());
+        }
+    }
+
+    /// Sends the one answer of a control conversation, then closes it.
+    pub(super) fn respond(&mut self, token: Token, resp: Response) {
+        let Some(client) = self.clients.get_mut(&token) else {
+            return;
+        };
+        client.closing = true;
+        match client.conn.send(&resp) {
+            Ok(()) if !client.conn.has_pending_writes() => self.drop_client(token),
+            Ok(()) => {}
+            Err(_) => self.drop_client(token),
+        }
+    }
+
+    pub(super) fn on_request(&mut self, token: Token, req: Request, now: Instant) {
+        match req {
+            Request::Status => {
+                let status = report::status(self, now);
+                self.respond(
+                    token,
+                    Response::Status {
+                        status: Box::new(status),
+                    },
+                );
+            }
+            Request::Reload => match self.phase {
+                MasterPhase::Stopping { .. } => self.respond(
+                    token,
+                    Response::Error {
+                        message: "lbctl is stopping".into(),
+                    },
+                ),
+                MasterPhase::Reloading { .. } | MasterPhase::Starting => {
+                    self.queued_reloads.push(token)
+                }
+                MasterPhase::Running => self.begin_reload(vec![token], now),
+            },
+            Request::Stop { graceful } => {
+                self.stop_waiters.push(token);
+                self.begin_stop(graceful, now);
+            }
+            Request::Connections => self.begin_connections(token, now),
+            Request::Upgrade => self.begin_upgrade(Some(token), now),
+            Request::Server { action, target } => {
+                let resp = self.server_action(action, &target, now);
+                self.respond(token, resp);
+            }
+        }
+    }
+
+    // ---- connections and runtime server control ---------------------------
+
+    pub(super) fn begin_connections(&mut self, token: Token, now: Instant) {
+        let id = self.next_req;
+        self.next_req += 1;
+        let mut waiting = Vec::new();
+        for gi in 0..self.gens.len() {
+            for k in 0..self.gens[gi].slots.len() {
+                let pid = self.gens[gi].slots[k].pid;
+                if let Some(pid) = pid
+                    && self.send_to(gi, k, &ToWorker::Connections { id })
+                {
+                    waiting.push(pid.as_raw() as u32);
+                }
+            }
+        }
+        self.pending_conns.insert(
+            id,
+            PendingConns {
+                client: token,
+                waiting,
+                rows: Vec::new(),
+                deadline: now + CONNECTIONS_TIMEOUT,
+            },
+        );
+        self.finish_connections(now, false);
+    }
+
+    pub(super) fn finish_connections(&mut self, now: Instant, _force: bool) {
+        let done: Vec<u64> = self
+            .pending_conns
+            .iter()
+            .filter(|(_, p)| p.waiting.is_empty() || now >= p.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in done {
+            if let Some(p) = self.pending_conns.remove(&id) {
+                self.respond(
+                    p.client,
+                    Response::Connections {
+                        connections: p.rows,
+                        busy: p.waiting,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn server_action(
+        &mut self,
+        action: ServerAction,
+        target: &str,
+        now: Instant,
+    ) -> Response {
+        let Some((listen_name, server_name)) = target.split_once('/') else {
+            return Response::Error {
+                message: format!("'{target}': expected LISTEN/SERVER, e.g. web/10.0.0.11:6001"),
+            };
+        };
+        let mut found = None;
+        for g in self.gens.iter_mut().filter(|g| !g.retiring) {
+            let mut idx = 0;
+            for l in &g.config.listens {
+                for s in &l.servers {
+                    if l.name == listen_name
+                        && (s.name.as_deref() == Some(server_name)
+                            || s.addr.to_string() == server_name)
+                    {
+                        let cell = g.region.server(idx);
+                        match action {
+                            ServerAction::Enable => cell.admin.store(ADMIN_ENABLED, Relaxed),
+                            ServerAction::Disable => cell.admin.store(ADMIN_DISABLED, Relaxed),
+                            ServerAction::Drain => cell.admin.store(ADMIN_DRAINING, Relaxed),
+                            ServerAction::Weight(w) => cell.weight.store(w, Relaxed),
+                        }
+                        g.notes[idx].since = now;
+                        found = Some(format!("{}/{}", l.name, s.label()));
+                    }
+                    idx += 1;
+                }
+            }
+        }
+        match found {
+            Some(name) => {
+                let what = match action {
+                    ServerAction::Enable => "enabled".to_string(),
+                    ServerAction::Disable => "disabled".to_string(),
+                    ServerAction::Drain => "draining".to_string(),
+                    ServerAction::Weight(w) => format!("weight set to {w}"),
+                };
+                log(&format!(
+                    "server {name} {what} (runtime change; a reload resets it)"
+                ));
+                Response::Done {
+                    message: format!("{name}: {what}"),
+                }
+            }
+            None => Response::Error {
+                message: format!("no server '{server_name}' in listen '{listen_name}'"),
+            },
+        }
+    }
+}
+
+/// (listen name, server label) of global server index `idx`.
+pub(super) fn server_at(config: &Config, mut idx: usize) -> (String, String) {
+    for l in &config.listens {
+        if idx < l.servers.len() {
+            return (l.name.clone(), l.servers[idx].label());
+        }
+        idx -= l.servers.len();
+    }
+    (String::new(), String::new())
+}
