@@ -18,6 +18,8 @@ mod ha;
 mod health;
 // `start -d` / `status` / `stop`, graceful stop with an open connection.
 mod lifecycle;
+// `user`/`group`: workers drop privileges after the master bound the ports.
+mod privileges;
 // Forwarding: large payloads, half-close, round robin, random, retry.
 mod proxy_tcp;
 // `reload`: invalid file keeps serving, generations, zero failures under load.
