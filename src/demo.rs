@@ -6,7 +6,6 @@
 
 use crate::config;
 use crate::error::Error;
-use crate::master::{self, Master};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -58,7 +57,6 @@ pub fn run() -> Result<ExitCode, Error> {
         "lbctl demo: nodes {} and {}; balancer on http://{} — try `curl {}` (Ctrl-C to stop)",
         NODES[0].0, NODES[1].0, cfg.listens[0].bind, cfg.listens[0].bind
     );
-    let pid_file = master::lock_pid_file(&cfg)?;
     // Written out so `lbctl status -c /tmp/lbctl-demo.toml` (and reload)
     // work against the demo like against any master.
     let path = Path::new(DEMO_PATH);
@@ -66,15 +64,7 @@ pub fn run() -> Result<ExitCode, Error> {
         eprintln!("lbctl demo: cannot write {DEMO_PATH}: {e} (status -c will not find it)");
     }
     eprintln!("lbctl demo: in another terminal: lbctl status -c {DEMO_PATH}");
-    let m = Master::start(
-        path,
-        cfg,
-        master::Startup::Fresh {
-            pid_file,
-            ready: None,
-        },
-    )?;
-    Ok(ExitCode::from(m.run() as u8))
+    crate::cli::run_foreground(path, cfg)
 }
 
 fn serve_nodes(listeners: Vec<(TcpListener, &'static str)>) {

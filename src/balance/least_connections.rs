@@ -54,9 +54,7 @@ mod tests {
     use crate::balance::VecView;
 
     fn view(servers: &[(u32, u64)]) -> VecView {
-        VecView {
-            servers: servers.iter().map(|&(w, a)| (true, w, a)).collect(),
-        }
+        VecView::loaded(servers)
     }
 
     #[test]

@@ -117,6 +117,13 @@ impl VecView {
         }
     }
 
+    /// Eligible servers with the given (weight, active connections).
+    pub fn loaded(servers: &[(u32, u64)]) -> VecView {
+        VecView {
+            servers: servers.iter().map(|&(w, a)| (true, w, a)).collect(),
+        }
+    }
+
     /// Eligible servers with the given weights.
     pub fn weighted(weights: &[u32]) -> VecView {
         VecView {
