@@ -301,7 +301,7 @@ impl Worker {
         stream: mio::net::TcpStream,
         addr: std::net::SocketAddr,
     ) {
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY comes from the listening socket (inherited on accept).
         self.serial += 1;
         let idx = match self.free.pop() {
             Some(i) => i,
