@@ -7,8 +7,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::{self, Read, Write};
 
-/// Longest line accepted from a peer by default (64 KiB).
+/// Longest line accepted from a control client (64 KiB).
 pub const MAX_LINE: usize = 64 * 1024;
+
+/// Longest line accepted from a worker (its `connections` answer lists
+/// every connection it holds: ~150 bytes each).
+pub const MAX_WORKER_LINE: usize = 256 * 1024 * 1024;
 
 /// A non-blocking, line-framed JSON connection.
 #[derive(Debug)]

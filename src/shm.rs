@@ -41,9 +41,8 @@ pub struct ServerCell {
     pub admin: AtomicU32,
     /// Runtime weight (starts as the configured one); master.
     pub weight: AtomicU32,
-    /// Connections waiting in queues for a free server of this listen
-    /// (only the listen's first server's cell is used); workers.
-    pub queued: AtomicU32,
+    /// Unused (kept for layout).
+    pub reserved: AtomicU32,
     /// Monotonic ms when the server last came up (slow start); master.
     pub up_since_ms: AtomicU64,
     /// Start of the current passive-failure window (monotonic ms); workers.
@@ -91,6 +90,9 @@ pub struct SlotServerCell {
     pub total: AtomicU64,
     /// Failed connects to the server.
     pub failures: AtomicU64,
+    /// Clients this worker holds in the listen's queue (only the listen's
+    /// first server's cell is used).
+    pub queued: AtomicU64,
 }
 
 /// One generation's shared region.
@@ -217,6 +219,13 @@ impl Region {
             .sum()
     }
 
+    /// Clients queued on the listen whose first server is `i`, all slots.
+    pub fn server_queued(&self, i: usize) -> u64 {
+        (0..self.slots)
+            .map(|k| self.slot_server(k, i).queued.load(Relaxed))
+            .sum()
+    }
+
     /// Failed connects to server `i`, summed over all slots.
     pub fn server_failures(&self, i: usize) -> u64 {
         (0..self.slots)
@@ -232,7 +241,9 @@ impl Region {
         slot.phase.store(0, Relaxed);
         slot.pid.store(0, Relaxed);
         for i in 0..self.servers {
-            self.slot_server(k, i).active.store(0, Relaxed);
+            let cell = self.slot_server(k, i);
+            cell.active.store(0, Relaxed);
+            cell.queued.store(0, Relaxed);
         }
     }
 }

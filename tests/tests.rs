@@ -22,6 +22,9 @@ mod lifecycle;
 mod privileges;
 // Forwarding: large payloads, half-close, round robin, random, retry.
 mod proxy_tcp;
+// Regressions found in review: connections listing, signals during stop,
+// stop during upgrade, queued client across a reload.
+mod regressions;
 // `reload`: invalid file keeps serving, generations, zero failures under load.
 mod reload;
 // `status` text and JSON shape, counters, `connections --json`.

@@ -29,11 +29,14 @@ impl Balancer for Random {
     fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
         let n = view.len();
         let eligible = (0..n).filter(|&id| view.eligible(id)).count();
-        if eligible == 0 {
-            return None;
-        }
-        let nth = self.rng.random_range(0..eligible);
-        (0..n).filter(|&id| view.eligible(id)).nth(nth)
+        let first = (0..n).find(|&id| view.eligible(id))?;
+        let nth = self.rng.random_range(0..eligible.max(1));
+        // The view is live: if a server left between the passes, fall back
+        // to the first eligible one rather than failing the client.
+        (0..n)
+            .filter(|&id| view.eligible(id))
+            .nth(nth)
+            .or(Some(first))
     }
 }
 

@@ -28,11 +28,14 @@ impl Balancer for RoundRobin {
             // Rotate over the eligible servers only, so a down server's turn
             // is spread evenly instead of doubling its successor's share.
             let eligible = (0..n).filter(|&id| view.eligible(id)).count();
-            if eligible == 0 {
-                return None;
-            }
-            let nth = (ticket % eligible as u64) as usize;
-            return (0..n).filter(|&id| view.eligible(id)).nth(nth);
+            let first = (0..n).find(|&id| view.eligible(id))?;
+            let nth = (ticket % eligible.max(1) as u64) as usize;
+            // The view is live (other workers change it): if a server left
+            // between the two passes, fall back to the first one seen.
+            return (0..n)
+                .filter(|&id| view.eligible(id))
+                .nth(nth)
+                .or(Some(first));
         }
         for step in 0..n {
             let id = (self.next + step) % n;

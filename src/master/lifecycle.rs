@@ -8,13 +8,13 @@ impl Master {
     // ---- worker channels ------------------------------------------------
 
     pub(super) fn chan_token(generation: u64, slot: usize) -> Token {
-        Token(CHAN_BASE + ((generation % 256) as usize) * (1 << 16) + slot)
+        Token(CHAN_BASE + ((generation % 65_536) as usize) * (1 << 16) + slot)
     }
 
     pub(super) fn on_channel(&mut self, token: Token, now: Instant) {
         let rel = token.0 - CHAN_BASE;
         let (gen_mod, slot) = ((rel >> 16) as u64, rel & 0xffff);
-        let Some(gi) = self.gens.iter().position(|g| g.number % 256 == gen_mod) else {
+        let Some(gi) = self.gens.iter().position(|g| g.number % 65_536 == gen_mod) else {
             return;
         };
         let Some(s) = self.gens[gi].slots.get_mut(slot) else {
@@ -150,6 +150,13 @@ impl Master {
     }
 
     pub(super) fn on_worker_exit(&mut self, pid: Pid, status: &WaitStatus, now: Instant) {
+        if let Some(up) = &mut self.upgrade
+            && up.child == pid
+        {
+            // Reaped: its pid may be reused, never signal it again.
+            up.exited = true;
+            return;
+        }
         let stopping = matches!(self.phase, MasterPhase::Stopping { .. });
         for g in &mut self.gens {
             let Some(k) = g.slots.iter().position(|s| s.pid == Some(pid)) else {
@@ -291,6 +298,11 @@ impl Master {
             );
         }
         daemon::sd_notify("READY=1");
+        // Reloads asked for meanwhile (perhaps with a fixed file) run now.
+        if !self.queued_reloads.is_empty() {
+            let w = std::mem::take(&mut self.queued_reloads);
+            self.begin_reload(w, now);
+        }
     }
 
     pub(super) fn retire_finished(&mut self) {
@@ -349,6 +361,17 @@ impl Master {
     }
 
     pub(super) fn begin_reload(&mut self, waiters: Vec<Token>, now: Instant) {
+        if matches!(self.phase, MasterPhase::Stopping { .. }) {
+            for w in waiters {
+                self.respond(
+                    w,
+                    Response::Error {
+                        message: "lbctl is stopping".into(),
+                    },
+                );
+            }
+            return;
+        }
         daemon::sd_notify("RELOADING=1");
         let config = match config::load(&self.config_path) {
             Ok(c) => c,
@@ -477,6 +500,10 @@ impl Master {
                 self.stop_deadline = Some(now);
             }
             return;
+        }
+        if self.upgrade.is_some() {
+            // The new master must not take over from a stopping one.
+            self.fail_upgrade("lbctl is stopping".into());
         }
         if !self.handed_over {
             // After an upgrade handover the new master speaks to systemd.

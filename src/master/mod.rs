@@ -267,6 +267,9 @@ impl Master {
         }
         reload::bind_all(&mut listeners, &config)
             .map_err(|(addr, source)| MasterError::Bind { addr, source })?;
+        // After an upgrade: sockets of listens the file no longer has close.
+        let binds: Vec<_> = config.listens.iter().map(|l| l.bind).collect();
+        listeners.retain(&binds);
         let control_path = config.master.control_socket.clone();
         let mut control = None;
         let mut handover = handover;
@@ -414,7 +417,9 @@ impl Master {
             Command::StopFast => self.begin_stop(false, now),
             Command::StopGraceful => self.begin_stop(true, now),
             Command::Reload => {
-                if matches!(
+                if matches!(self.phase, MasterPhase::Stopping { .. }) {
+                    log("reload signal ignored: stopping");
+                } else if matches!(
                     self.phase,
                     MasterPhase::Reloading { .. } | MasterPhase::Starting
                 ) {

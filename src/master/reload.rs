@@ -16,7 +16,7 @@ use std::time::Instant;
 
 /// Tokens of generation `n`'s health probes start here.
 pub fn health_token_base(n: u64) -> usize {
-    (1usize << 40) + ((n % 256) as usize) * (1 << 24)
+    (1usize << 48) + ((n % 65_536) as usize) * (1 << 24)
 }
 
 /// Binds what `config` needs; returns the binds made (to undo on failure).

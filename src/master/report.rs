@@ -71,7 +71,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 name: l.name.clone(),
                 bind: l.bind.to_string(),
                 balance: l.balance.name().to_string(),
-                queued: u64::from(first.queued.load(Relaxed)),
+                queued: g.region.server_queued(idx),
                 refused: first.refused.load(Relaxed),
                 servers: Vec::new(),
             };

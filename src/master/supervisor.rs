@@ -4,7 +4,7 @@
 //! set), describing how a worker ended, and the crash back-off.
 
 use super::listeners::Listeners;
-use crate::channel::{LineConn, MAX_LINE};
+use crate::channel::{LineConn, MAX_WORKER_LINE};
 use crate::config::Config;
 use crate::health::Checker;
 use crate::shm::Region;
@@ -213,7 +213,7 @@ pub fn spawn(
             master_end.set_nonblocking(true)?;
             Ok((
                 child,
-                LineConn::new(UnixStream::from_std(master_end), MAX_LINE),
+                LineConn::new(UnixStream::from_std(master_end), MAX_WORKER_LINE),
             ))
         }
         ForkResult::Child => {
@@ -232,10 +232,6 @@ fn child_main(
     channel: std::os::unix::net::UnixStream,
 ) -> i32 {
     super::signals::reset_in_child();
-    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-    if nix::unistd::getppid() != env.master_pid {
-        return 0;
-    }
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
     keep.extend(listeners.iter().map(|(_, l)| l.as_raw_fd()));
     close_other_fds(&keep);
@@ -251,6 +247,11 @@ fn child_main(
     {
         eprintln!("lbctl worker: cannot switch to user {uid}: {e}");
         return 4;
+    }
+    // After the privilege drop: changing uid/gid clears the death signal.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+    if nix::unistd::getppid() != env.master_pid {
+        return 0;
     }
     let _ = nix::sys::prctl::set_name(c"lbctl: worker");
     worker::run(WorkerCtx {

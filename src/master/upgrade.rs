@@ -206,6 +206,8 @@ pub struct InProgress {
     pub waiters: Vec<mio::Token>,
     /// Given up at this time.
     pub deadline: std::time::Instant,
+    /// The child was reaped (its pid must not be signalled).
+    pub exited: bool,
 }
 
 /// How long a new master may take to get its workers accepting.
@@ -252,6 +254,7 @@ impl Master {
                     answer: Vec::new(),
                     waiters: waiter.into_iter().collect(),
                     deadline: now + UPGRADE_TIMEOUT,
+                    exited: false,
                 });
             }
             Err(e) => self.upgrade_answer(
@@ -307,12 +310,14 @@ impl Master {
         }
     }
 
-    fn fail_upgrade(&mut self, msg: String) {
+    pub(super) fn fail_upgrade(&mut self, msg: String) {
         let Some(mut up) = self.upgrade.take() else {
             return;
         };
         let _ = self.poll.registry().deregister(&mut up.ready);
-        let _ = nix::sys::signal::kill(up.child, nix::sys::signal::Signal::SIGKILL);
+        if !up.exited {
+            let _ = nix::sys::signal::kill(up.child, nix::sys::signal::Signal::SIGKILL);
+        }
         log(&format!("upgrade failed, this master keeps serving: {msg}"));
         self.upgrade_answer(up.waiters, Err(msg));
     }

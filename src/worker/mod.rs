@@ -260,20 +260,15 @@ impl Worker {
         for (_, mut l) in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l);
         }
-        // Queued clients have no server yet; they are dropped like a
-        // connection that arrived after the drain (new workers serve retries).
-        for l in 0..self.listens.len() {
-            while let Some((idx, serial)) = self.listens[l].queue.pop_front() {
-                self.close_if(idx, serial, true);
-            }
-        }
+        // Queued clients stay queued: the worker lives until they are
+        // served (or time out) like any open connection.
     }
 
     fn accept(&mut self, i: usize) {
         if self.draining || self.accept_paused_until.is_some() {
             return;
         }
-        loop {
+        while self.accept_paused_until.is_none() {
             let Some((listen, listener)) = self.listeners.get(i) else {
                 return;
             };
@@ -356,13 +351,18 @@ impl Worker {
             let Some(id) = rt.balancer.pick(&view, key) else {
                 if conn.tried.is_empty() && view.all_full() {
                     if rt.queue.len() < listen.queue.size {
+                        // The wait is bounded from accept, however often the
+                        // client goes back into the queue.
                         conn.phase = Phase::Queued {
-                            deadline: self.now + listen.queue.timeout,
+                            deadline: conn.accepted + listen.queue.timeout,
                         };
                         rt.queue.push_back((idx, serial));
-                        self.region.server(rt.base).queued.fetch_add(1, Relaxed);
+                        self.region
+                            .slot_server(self.slot, rt.base)
+                            .queued
+                            .fetch_add(1, Relaxed);
                         self.timers
-                            .push(self.now + listen.queue.timeout, idx, serial);
+                            .push(conn.accepted + listen.queue.timeout, idx, serial);
                         return;
                     }
                     self.region.server(rt.base).refused.fetch_add(1, Relaxed);
@@ -392,12 +392,25 @@ impl Worker {
                 }
                 Err(e) if is_local_shortage(&e) => {
                     // Our own lack of descriptors or memory says nothing
-                    // about the server: do not count it against the server,
-                    // and stop accepting for a moment (as on EMFILE at accept).
+                    // about the server: it is not counted against it, the
+                    // client waits in the queue (retried when fds free up),
+                    // and accepting pauses (as on EMFILE at accept).
                     cell.active.fetch_sub(1, Relaxed);
                     conn.server = None;
                     conn.server_id = None;
+                    conn.tried.pop();
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    if rt.queue.len() < listen.queue.size {
+                        let deadline = conn.accepted + listen.queue.timeout;
+                        conn.phase = Phase::Queued { deadline };
+                        rt.queue.push_back((idx, serial));
+                        self.region
+                            .slot_server(self.slot, rt.base)
+                            .queued
+                            .fetch_add(1, Relaxed);
+                        self.timers.push(deadline, idx, serial);
+                        return;
+                    }
                     break;
                 }
                 Err(_) => {
@@ -492,7 +505,10 @@ impl Worker {
                     if self.now >= deadline {
                         let rt = &mut self.listens[conn.listen];
                         rt.queue.retain(|&(i, s)| !(i == idx && s == serial));
-                        self.region.server(rt.base).queued.fetch_sub(1, Relaxed);
+                        self.region
+                            .slot_server(self.slot, rt.base)
+                            .queued
+                            .fetch_sub(1, Relaxed);
                         self.region.server(rt.base).refused.fetch_add(1, Relaxed);
                         self.close(idx, true);
                     }
@@ -534,7 +550,10 @@ impl Worker {
                 let free = (0..listen.servers.len())
                     .any(|id| crate::balance::ServerView::eligible(&view, id));
                 if free {
-                    self.region.server(rt.base).queued.fetch_sub(1, Relaxed);
+                    self.region
+                        .slot_server(self.slot, rt.base)
+                        .queued
+                        .fetch_sub(1, Relaxed);
                     conn.phase = Phase::Relaying;
                     self.dispatch(idx, serial);
                 } else {
@@ -549,14 +568,6 @@ impl Worker {
                     break;
                 }
             }
-        }
-    }
-
-    fn close_if(&mut self, idx: usize, serial: u64, error: bool) {
-        if let Some(Some(conn)) = self.conns.get(idx)
-            && conn.serial == serial
-        {
-            self.close(idx, error);
         }
     }
 

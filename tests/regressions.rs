@@ -1,0 +1,167 @@
+//! Owns regression tests for bugs found in review: `connections` with many
+//! connections, a reload signal during a stop, a stop during a binary
+//! upgrade, and a client waiting in the `max_conns` queue across a reload.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::backend::Backend;
+use crate::util::loadgen::{Extra, open_n};
+use crate::util::{
+    Conf, Lbctl, Master, ServerConf, TempDir, WAIT, connect, kill_master_tree, proc_stat,
+    wait_until,
+};
+
+/// Opens `n` echo connections through the balancer, each checked once.
+fn open_echo(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut s = connect(addr).unwrap_or_else(|e| panic!("connect {i}: {e}"));
+            s.write_all(b"x").expect("write");
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).expect("echo");
+            s
+        })
+        .collect()
+}
+
+/// How many of `conns` still echo a byte.
+fn still_relaying(conns: &mut [TcpStream]) -> usize {
+    let mut ok = 0;
+    for s in conns.iter_mut() {
+        let mut b = [0u8; 1];
+        if s.write_all(b"y").is_ok() && s.read_exact(&mut b).is_ok() {
+            ok += 1;
+        }
+    }
+    ok
+}
+
+#[test]
+fn connections_lists_hundreds_of_connections_without_disturbing_the_worker() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let workers = master.workers();
+    let mut conns = open_echo(conf.bind(), 600);
+    let out = lbctl.run("connections", &["--json"]);
+    out.assert_success();
+    let rows = out.json()["connections"].as_array().map_or(0, |a| a.len());
+    assert_eq!(rows, 600, "every connection listed");
+    assert_eq!(master.workers(), workers, "the worker was replaced");
+    assert_eq!(still_relaying(&mut conns), 600);
+}
+
+#[test]
+fn a_reload_signal_during_a_graceful_stop_does_not_cancel_it() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()])
+        .workers(1)
+        .drain_timeout("2s");
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+    let _open = open_echo(conf.bind(), 1);
+    master.signal(Signal::SIGQUIT);
+    master.signal(Signal::SIGHUP);
+    assert!(
+        master.wait_exit(Duration::from_secs(15)).is_some(),
+        "master still running after SIGQUIT + SIGHUP:\n{}",
+        master.stderr()
+    );
+}
+
+#[test]
+fn a_reload_signal_after_a_fast_stop_does_not_cancel_it() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+    master.signal(Signal::SIGTERM);
+    master.signal(Signal::SIGHUP);
+    assert!(
+        master.wait_exit(Duration::from_secs(15)).is_some(),
+        "master still running after SIGTERM + SIGHUP:\n{}",
+        master.stderr()
+    );
+}
+
+/// Live lbctl processes (not the old master) started with `path`.
+fn lbctl_processes_for(path: &std::path::Path, except: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != except)
+        .filter(|&p| matches!(proc_stat(p), Some((s, _, _)) if s != 'Z'))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&*path.to_string_lossy()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_stop_during_a_binary_upgrade_leaves_no_master_behind() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()])
+        .workers(1)
+        .drain_timeout("2s");
+    let path = conf.write(&dir);
+    let mut master = Master::start(&dir, &path);
+    let old = master.pid();
+    master.signal(Signal::SIGUSR2);
+    master.signal(Signal::SIGQUIT);
+    assert!(master.wait_exit(Duration::from_secs(15)).is_some());
+    let gone = wait_until(WAIT, || lbctl_processes_for(&path, old).is_empty());
+    let left = lbctl_processes_for(&path, old);
+    for &p in &left {
+        kill_master_tree(p, Duration::from_secs(2));
+    }
+    assert!(
+        gone,
+        "a stop during an upgrade left {left:?} running:\n{}",
+        master.stderr()
+    );
+}
+
+#[test]
+fn a_client_waiting_in_the_queue_survives_a_reload() {
+    let dir = TempDir::new();
+    let a = Backend::echo();
+    let conf = Conf::new(&dir, &[])
+        .workers(1)
+        .listen(|l| l.servers(vec![ServerConf::new(a.addr()).name("a")]));
+    let path = Extra::new()
+        .listen("queue = { size = 8, timeout = \"10s\" }")
+        .server(a.addr(), "max_conns = 1")
+        .write(&conf, &dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let held = open_n(conf.bind(), 1);
+    assert!(wait_until(WAIT, || a.open_connections() == 1));
+    let mut waiting = connect(conf.bind()).expect("queued client");
+    waiting.write_all(b"q").expect("write while queued");
+    assert!(
+        wait_until(WAIT, || lbctl.status_json()["listens"][0]["queued"] == 1),
+        "the second client never showed as queued"
+    );
+    lbctl.run("reload", &[]).assert_success();
+    // The held connection ends: the queued client gets the server.
+    drop(held);
+    let mut b = [0u8; 1];
+    waiting
+        .read_exact(&mut b)
+        .expect("the queued client was served after the reload");
+    assert_eq!(&b, b"q");
+}
