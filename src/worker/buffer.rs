@@ -10,6 +10,9 @@
 //! copied through user space. Small messages stay on plain read/write, which
 //! costs fewer syscalls per message.
 //!
+//! Each pump call spends from a byte budget, so one fast connection cannot
+//! hold the worker's loop: the caller resumes it after the other events.
+//!
 //! Readiness is edge-triggered: a flag is cleared on WouldBlock, and also
 //! after a short read or write (the socket is then known to be drained or
 //! full, so the syscall that would return WouldBlock is skipped) — except
@@ -145,9 +148,10 @@ impl Pipe {
         dst: &mut W,
         dst_ready: &mut Ready,
         pool: &mut Pool,
+        budget: &mut usize,
     ) -> io::Result<Flow> {
         let mut flow = Flow::Idle;
-        loop {
+        while *budget > 0 {
             let mut progress = false;
             if self.end > self.start && dst_ready.write {
                 let buf = match &self.buf {
@@ -160,6 +164,7 @@ impl Pipe {
                     Ok(n) => {
                         self.start += n;
                         self.bytes += n as u64;
+                        *budget = budget.saturating_sub(n);
                         progress = true;
                         if n < want {
                             // Short write: the send buffer is full.
@@ -239,6 +244,7 @@ impl Pipe {
         dst: &mut D,
         dst_ready: &mut Ready,
         pool: &mut Pool,
+        budget: &mut usize,
     ) -> io::Result<Flow> {
         if self.spliced.is_none() {
             self.spliced = Some(pool.take_pipe()?);
@@ -246,6 +252,9 @@ impl Pipe {
         let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
         let mut flow = Flow::Idle;
         while let Some((pr, pw)) = &self.spliced {
+            if *budget == 0 {
+                break;
+            }
             let mut progress = false;
             if self.in_pipe > 0 && dst_ready.write {
                 let want = self.in_pipe;
@@ -261,6 +270,7 @@ impl Pipe {
                     Ok(n) => {
                         self.in_pipe -= n;
                         self.bytes += n as u64;
+                        *budget = budget.saturating_sub(n);
                         progress = true;
                         if n < want {
                             dst_ready.write = false;
@@ -383,6 +393,31 @@ mod tests {
         }
     }
 
+    fn unlimited() -> usize {
+        usize::MAX
+    }
+
+    #[test]
+    fn pipe_stops_when_the_turn_budget_is_spent() {
+        let mut pool = Pool::new();
+        let mut src = Fake {
+            input: vec![3; 100_000],
+            ..Fake::default()
+        };
+        let mut dst = Fake {
+            write_budget: usize::MAX,
+            ..Fake::default()
+        };
+        let (mut sr, mut dr) = (ready(), ready());
+        let mut p = Pipe::default();
+        let mut budget = 4_000;
+        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool, &mut budget)
+            .expect("pump");
+        assert_eq!(budget, 0);
+        assert!(sr.read, "work is left: the readiness flag is kept");
+        assert_eq!(dst.out.len(), BUF_SIZE, "one buffer, then the turn ended");
+    }
+
     fn ready() -> Ready {
         Ready {
             read: true,
@@ -401,16 +436,30 @@ mod tests {
         let mut dst = Fake::default();
         let (mut sr, mut dr) = (ready(), ready());
         let mut p = Pipe::default();
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
-            .expect("pump");
+        p.pump(
+            &mut src,
+            &mut sr,
+            &mut dst,
+            &mut dr,
+            &mut pool,
+            &mut unlimited(),
+        )
+        .expect("pump");
         // Destination took nothing: exactly one buffer was read, no more.
         assert_eq!(src.input.len(), 100_000 - BUF_SIZE);
         assert!(sr.read, "source is still readable: it was not drained");
         assert!(!dr.write);
         dst.write_budget = usize::MAX;
         dr.write = true;
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
-            .expect("pump");
+        p.pump(
+            &mut src,
+            &mut sr,
+            &mut dst,
+            &mut dr,
+            &mut pool,
+            &mut unlimited(),
+        )
+        .expect("pump");
         assert_eq!(dst.out.len(), BUF_SIZE);
         assert!(p.splicing(), "a full read marks the direction as bulk");
         assert!(p.buf.is_none(), "an empty pipe holds no buffer");
@@ -430,15 +479,29 @@ mod tests {
         };
         let (mut sr, mut dr) = (ready(), ready());
         let mut p = Pipe::default();
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
-            .expect("pump");
+        p.pump(
+            &mut src,
+            &mut sr,
+            &mut dst,
+            &mut dr,
+            &mut pool,
+            &mut unlimited(),
+        )
+        .expect("pump");
         assert_eq!(dst.out.len(), 100);
         assert!(!sr.read && !p.eof, "EOF not read: no read was wasted");
         sr.read = true;
         sr.read_closed = true;
         src.input = vec![2; 50];
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
-            .expect("pump");
+        p.pump(
+            &mut src,
+            &mut sr,
+            &mut dst,
+            &mut dr,
+            &mut pool,
+            &mut unlimited(),
+        )
+        .expect("pump");
         assert!(
             p.eof && dst.shut,
             "a pending EOF is read after a short read"
@@ -461,13 +524,27 @@ mod tests {
         let (mut sr, mut dr) = (ready(), ready());
         sr.read_closed = true;
         let mut p = Pipe::default();
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
-            .expect("pump");
+        p.pump(
+            &mut src,
+            &mut sr,
+            &mut dst,
+            &mut dr,
+            &mut pool,
+            &mut unlimited(),
+        )
+        .expect("pump");
         assert!(p.eof && !dst.shut);
         dst.write_budget = 10;
         dr.write = true;
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool)
-            .expect("pump");
+        p.pump(
+            &mut src,
+            &mut sr,
+            &mut dst,
+            &mut dr,
+            &mut pool,
+            &mut unlimited(),
+        )
+        .expect("pump");
         assert_eq!(dst.out, b"hello");
         assert!(dst.shut);
     }

@@ -78,7 +78,13 @@ pub enum Relay {
     Open(u64, u64),
     /// Both directions finished cleanly.
     Finished(u64, u64),
+    /// The byte budget of one turn is spent and more may be ready: resume
+    /// after the worker's other events (edge-triggered: no new event comes).
+    Busy(u64, u64),
 }
+
+/// Bytes one connection may move per turn of the worker's loop.
+pub const TURN_BUDGET: usize = 512 * 1024;
 
 impl Conn {
     /// A freshly accepted client.
@@ -186,7 +192,8 @@ impl Conn {
         };
         let up_before = self.up.bytes;
         let down_before = self.down.bytes;
-        loop {
+        let mut budget = TURN_BUDGET;
+        while budget > 0 {
             self.up.last = self.down.done();
             self.down.last = self.up.done();
             let a = if self.up.splicing() {
@@ -196,6 +203,7 @@ impl Conn {
                     server,
                     &mut self.server_ready,
                     pool,
+                    &mut budget,
                 )?
             } else {
                 self.up.pump(
@@ -204,6 +212,7 @@ impl Conn {
                     server,
                     &mut self.server_ready,
                     pool,
+                    &mut budget,
                 )?
             };
             let b = if self.down.splicing() {
@@ -213,6 +222,7 @@ impl Conn {
                     &mut self.client,
                     &mut self.client_ready,
                     pool,
+                    &mut budget,
                 )?
             } else {
                 self.down.pump(
@@ -221,6 +231,7 @@ impl Conn {
                     &mut self.client,
                     &mut self.client_ready,
                     pool,
+                    &mut budget,
                 )?
             };
             if a == Flow::Idle && b == Flow::Idle {
@@ -231,6 +242,8 @@ impl Conn {
         let moved_down = self.down.bytes - down_before;
         if self.up.done() && self.down.done() {
             Ok(Relay::Finished(moved_up, moved_down))
+        } else if budget == 0 {
+            Ok(Relay::Busy(moved_up, moved_down))
         } else {
             Ok(Relay::Open(moved_up, moved_down))
         }

@@ -80,6 +80,8 @@ struct Worker {
     /// Slots closed during the current event batch: reused only after it,
     /// so a stale event of a closed connection never reaches a new one.
     freed: Vec<usize>,
+    /// Connections that spent their turn's budget with work left.
+    again: Vec<(usize, u64)>,
     live: usize,
     serial: u64,
     timers: Timers,
@@ -155,6 +157,7 @@ impl Worker {
             conns: Vec::new(),
             free: Vec::new(),
             freed: Vec::new(),
+            again: Vec::new(),
             live: 0,
             serial: 0,
             timers: Timers::new(),
@@ -200,6 +203,7 @@ impl Worker {
                     self.on_conn_event(idx, server_side, ev);
                 }
             }
+            self.resume_busy();
             self.free.append(&mut self.freed);
             self.fire_timers();
             self.serve_queues();
@@ -217,7 +221,25 @@ impl Worker {
         }
     }
 
+    /// Gives connections that used up their budget another turn.
+    fn resume_busy(&mut self) {
+        let busy = std::mem::take(&mut self.again);
+        for (idx, serial) in busy {
+            if self
+                .conns
+                .get(idx)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.serial == serial)
+            {
+                self.progress(idx);
+            }
+        }
+    }
+
     fn poll_timeout(&self) -> Duration {
+        if !self.again.is_empty() {
+            return Duration::ZERO;
+        }
         let mut t = HEARTBEAT;
         if let Some(d) = self.timers.next_timeout(Instant::now()) {
             t = t.min(d);
@@ -454,12 +476,15 @@ impl Worker {
         let result = conn.relay(&mut self.pool);
         let slot = self.region.slot(self.slot);
         match result {
-            Ok(Relay::Open(up, down)) => {
+            Ok(Relay::Open(up, down) | Relay::Busy(up, down)) => {
                 if up > 0 {
                     slot.bytes_in.fetch_add(up, Relaxed);
                 }
                 if down > 0 {
                     slot.bytes_out.fetch_add(down, Relaxed);
+                }
+                if matches!(result, Ok(Relay::Busy(..))) {
+                    self.again.push((idx, conn.serial));
                 }
                 // The idle deadline needs no arming here: the connect
                 // deadline's timer entry re-arms itself as the idle one.
