@@ -257,3 +257,49 @@ fn reload_moves_a_listen_to_a_new_port() {
         new_bind.to_string()
     );
 }
+
+#[test]
+fn a_server_known_to_be_down_stays_down_across_a_reload() {
+    use crate::util::backend::refusing_addr;
+    use crate::util::json::{servers, str_of};
+    use crate::util::loadgen::Extra;
+    let dir = TempDir::new();
+    let good = Backend::fixed("good");
+    let dead = refusing_addr();
+    // No retries and no passive detection: only the active check's verdict
+    // keeps clients away from the dead server.
+    let conf = Conf::new(&dir, &[good.addr(), dead])
+        .workers(1)
+        .listen(|l| {
+            l.retries(0).health(
+                r#"{ kind = "tcp", interval = "300ms", timeout = "200ms", rise = 1, fall = 3 }"#,
+            )
+        });
+    let path = Extra::new().listen("max_fails = 0").write(&conf, &dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let dead_state = |lbctl: &Lbctl| {
+        lbctl.try_status_json().and_then(|st| {
+            servers(&st, 0)
+                .iter()
+                .find(|s| str_of(s, "addr") == dead.to_string())
+                .map(|s| str_of(s, "state").to_string())
+        })
+    };
+    assert!(
+        wait_until(WAIT, || dead_state(&lbctl).as_deref() == Some("down")),
+        "the dead server was never marked down"
+    );
+    lbctl.run("reload", &[]).assert_success();
+    assert_eq!(
+        dead_state(&lbctl).as_deref(),
+        Some("down"),
+        "generation 2 forgot the health verdict"
+    );
+    for i in 0..10 {
+        match fetch(conf.bind()) {
+            Ok(reply) => assert_eq!(reply, "good", "connection {i}"),
+            Err(e) => panic!("connection {i} after the reload failed: {e}"),
+        }
+    }
+}

@@ -418,6 +418,9 @@ impl Master {
             }
         };
         generation.binds = made;
+        if let Some(old) = self.gens.iter().find(|g| g.number == self.serving) {
+            reload::inherit_health(old, &mut generation);
+        }
         self.next_gen += 1;
         self.identity = identity;
         self.gens.push(generation);

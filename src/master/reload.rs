@@ -44,6 +44,51 @@ pub fn undo_binds(listeners: &mut Listeners, made: &[(SocketAddr, usize)]) {
     }
 }
 
+/// Carries health over a reload: a server present in both generations (same
+/// listen name and address) keeps its known state, check history and
+/// slow-start clock, so a reload never sends traffic to a server known to be
+/// down, nor resets the rise/fall counting. Admin state and weights are not
+/// carried: a reload resets them to the file.
+pub fn inherit_health(old: &Generation, new: &mut Generation) {
+    let index = |g: &Generation| -> Vec<(String, std::net::SocketAddr, usize)> {
+        let mut out = Vec::new();
+        let mut idx = 0;
+        for l in &g.config.listens {
+            for s in &l.servers {
+                out.push((l.name.clone(), s.addr, idx));
+                idx += 1;
+            }
+        }
+        out
+    };
+    let old_index = index(old);
+    for (listen, addr, i) in index(new) {
+        let Some(&(_, _, j)) = old_index
+            .iter()
+            .find(|(l, a, _)| *l == listen && *a == addr)
+        else {
+            continue;
+        };
+        let (from, to) = (old.region.server(j), new.region.server(i));
+        to.up_since_ms
+            .store(from.up_since_ms.load(Relaxed), Relaxed);
+        to.down_until_ms
+            .store(from.down_until_ms.load(Relaxed), Relaxed);
+        // Only a server still checked keeps a "down" verdict: without a
+        // check nothing would ever bring it back.
+        if let (Some(oc), Some(nc)) = (&old.checker, &mut new.checker)
+            && let Some(state) = oc.state(j)
+            && nc.state(i).is_some()
+        {
+            nc.force(i, state);
+            to.health.store(from.health.load(Relaxed), Relaxed);
+            if let (Some(n), Some(o)) = (new.notes.get_mut(i), old.notes.get(j)) {
+                *n = o.clone();
+            }
+        }
+    }
+}
+
 /// A generation for `config`, with a fresh region and no workers forked yet.
 pub fn new_generation(
     number: u64,
