@@ -19,6 +19,8 @@ pub const MAX_WORKER_LINE: usize = 256 * 1024 * 1024;
 pub struct LineConn<S> {
     stream: S,
     rbuf: Vec<u8>,
+    /// Bytes of `rbuf` already known to hold no newline.
+    scanned: usize,
     wbuf: Vec<u8>,
     max_line: usize,
 }
@@ -40,6 +42,7 @@ impl<S: Read + Write> LineConn<S> {
         LineConn {
             stream,
             rbuf: Vec::new(),
+            scanned: 0,
             wbuf: Vec::new(),
             max_line,
         }
@@ -56,9 +59,19 @@ impl<S: Read + Write> LineConn<S> {
         &mut self,
         out: &mut Vec<Result<T, String>>,
     ) -> ReadOutcome {
-        let mut chunk = [0u8; 8192];
+        self.read_some(out, usize::MAX)
+    }
+
+    /// Like [`LineConn::read_msgs`], but stops reading once `limit`
+    /// messages were decoded (a client that floods lines is not drained).
+    pub fn read_some<T: DeserializeOwned>(
+        &mut self,
+        out: &mut Vec<Result<T, String>>,
+        limit: usize,
+    ) -> ReadOutcome {
+        let mut chunk = [0u8; 64 * 1024];
         let mut outcome = ReadOutcome::Open;
-        loop {
+        while out.len() < limit {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     outcome = ReadOutcome::Closed;
@@ -84,14 +97,20 @@ impl<S: Read + Write> LineConn<S> {
 
     fn take_lines<T: DeserializeOwned>(&mut self, out: &mut Vec<Result<T, String>>) {
         let mut start = 0;
-        while let Some(pos) = self.rbuf[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.rbuf[start..start + pos];
+        // Only bytes not scanned before are searched: a long line arriving
+        // in many chunks costs linear time, not quadratic.
+        let mut from = self.scanned;
+        while let Some(pos) = self.rbuf[from..].iter().position(|&b| b == b'\n') {
+            let end = from + pos;
+            let line = &self.rbuf[start..end];
             if !line.iter().all(u8::is_ascii_whitespace) {
                 out.push(serde_json::from_slice(line).map_err(|e| e.to_string()));
             }
-            start += pos + 1;
+            start = end + 1;
+            from = start;
         }
         self.rbuf.drain(..start);
+        self.scanned = self.rbuf.len();
     }
 
     /// Queues a message and writes as much as the socket takes.

@@ -157,8 +157,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Reload { config } => {
             let path = config_path(config)?;
+            // An invalid file changes nothing: say why (key and line) here,
+            // the running master keeps its configuration.
+            config::load(&path)?;
             let ends = endpoints(&path);
-            match call(&ends, &Request::Reload, Duration::from_secs(60))? {
+            let req = Request::Reload {
+                config: Some(path.clone()),
+            };
+            match call(&ends, &req, Duration::from_secs(60))? {
                 Response::Done { message } => {
                     println!("{message}");
                     Ok(ExitCode::SUCCESS)
@@ -263,23 +269,52 @@ pub fn endpoints(path: &Path) -> Endpoints {
         };
     }
     let base = path.parent().unwrap_or(Path::new("/"));
-    let table: toml::Table = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_default();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let table: Option<toml::Table> = text.parse().ok();
     let get = |key: &str, default: &str| -> PathBuf {
-        let v = table
-            .get("master")
-            .and_then(|m| m.get(key))
-            .and_then(|v| v.as_str())
-            .unwrap_or(default);
-        base.join(v)
+        let v = match &table {
+            Some(t) => t
+                .get("master")
+                .and_then(|m| m.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            // Not even TOML (a typo elsewhere in the file): find the key in
+            // the [master] section line by line.
+            None => master_key_by_line(&text, key),
+        };
+        base.join(v.as_deref().unwrap_or(default))
     };
     Endpoints {
         control_socket: get("control_socket", "/run/lbctl/lbctl.sock"),
         pid_file: get("pid_file", "/run/lbctl/lbctl.pid"),
         drain_timeout: Duration::from_secs(30),
     }
+}
+
+/// `key = "value"` in the `[master]` section of a file that does not parse.
+fn master_key_by_line(text: &str, key: &str) -> Option<String> {
+    let mut in_master = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_master = line == "[master]";
+            continue;
+        }
+        if !in_master {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.trim() != key {
+            continue;
+        }
+        let v = v.trim();
+        let v = v.strip_prefix('"')?;
+        let end = v.find('"')?;
+        return Some(v[..end].to_string());
+    }
+    None
 }
 
 fn call(ends: &Endpoints, req: &Request, timeout: Duration) -> Result<Response, Error> {
@@ -432,7 +467,14 @@ fn alive(pid: i32) -> bool {
 
 fn stop(path: &Path, graceful: bool) -> Result<ExitCode, Error> {
     let ends = endpoints(path);
-    let wait = ends.drain_timeout + Duration::from_secs(15);
+    // The master answers once it is done: after the drain of *its* config
+    // (which may differ from the file's), killing what is left at its
+    // deadline. So a graceful stop waits as long as it takes.
+    let wait = if graceful {
+        Duration::from_secs(7 * 24 * 3600)
+    } else {
+        ends.drain_timeout + Duration::from_secs(15)
+    };
     let pid = daemon::PidFile::running(&ends.pid_file);
     match call(&ends, &Request::Stop { graceful }, wait)? {
         Response::Done { message } => {

@@ -17,7 +17,11 @@ pub enum Request {
     /// The status report.
     Status,
     /// Re-read the config file and replace the workers.
-    Reload,
+    Reload {
+        /// The file the client means; refused if the master runs another.
+        #[serde(default)]
+        config: Option<std::path::PathBuf>,
+    },
     /// Stop the master and its workers (`graceful`: drain first).
     Stop {
         /// Drain open connections (bounded by `drain_timeout`) before exiting.

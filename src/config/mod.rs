@@ -245,7 +245,53 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     } else {
         base
     };
-    parse(&src, base).map_err(|e| e.in_file(path))
+    let config = parse(&src, base).map_err(|e| e.in_file(path))?;
+    check_host(&config, path).map_err(|e| e.in_file(path))?;
+    Ok(config)
+}
+
+/// Checks that need the host rather than the text: the master's files must
+/// not be the config file itself, the control socket path must fit a unix
+/// socket address, and `user`/`group` must exist.
+fn check_host(config: &Config, path: &Path) -> Result<(), ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        key: key.to_string(),
+        line: None,
+        message,
+    };
+    let own = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for (key, p) in [
+        ("master.pid_file", &config.master.pid_file),
+        ("master.control_socket", &config.master.control_socket),
+        ("master.log_file", &config.master.log_file),
+    ] {
+        let resolved = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if resolved == own {
+            return Err(invalid(
+                key,
+                format!("'{}' is the config file itself", p.display()),
+            ));
+        }
+    }
+    // sockaddr_un holds 108 bytes including the terminating NUL.
+    let len = config.master.control_socket.as_os_str().len();
+    if len > 107 {
+        return Err(invalid(
+            "master.control_socket",
+            format!("path is {len} bytes long, a unix socket path holds at most 107"),
+        ));
+    }
+    if let Some(name) = &config.master.user
+        && !matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    {
+        return Err(invalid("master.user", format!("no such user '{name}'")));
+    }
+    if let Some(name) = &config.master.group
+        && !matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    {
+        return Err(invalid("master.group", format!("no such group '{name}'")));
+    }
+    Ok(())
 }
 
 /// Parses and validates config text; relative paths are resolved against `base`.

@@ -15,6 +15,12 @@ impl Master {
             };
             match control.accept() {
                 Ok((stream, _)) => {
+                    if self.clients.len() >= MAX_CLIENTS {
+                        // Closing it tells the client to retry; the master
+                        // keeps its memory and its loop for the others.
+                        drop(stream);
+                        continue;
+                    }
                     let token = Token(CLIENT_BASE + self.next_client % CLIENT_SPAN);
                     self.next_client += 1;
                     let mut conn = LineConn::new(stream, MAX_LINE);
@@ -33,6 +39,8 @@ impl Master {
                             ControlClient {
                                 conn,
                                 closing: false,
+                                asked: false,
+                                opened: Instant::now(),
                             },
                         );
                     }
@@ -60,8 +68,16 @@ impl Master {
                 }
             }
         }
+        if client.asked {
+            // One request per conversation; whatever follows is ignored
+            // (never read, so a flooding client cannot hold the loop).
+            return;
+        }
         let mut msgs: Vec<Result<Request, String>> = Vec::new();
-        let outcome = client.conn.read_msgs(&mut msgs);
+        let outcome = client.conn.read_some(&mut msgs, 1);
+        if !msgs.is_empty() {
+            client.asked = true;
+        }
         match outcome {
             ReadOutcome::TooLong => {
                 self.respond(
@@ -88,6 +104,20 @@ impl Master {
                     },
                 ),
             }
+        }
+    }
+
+    /// Drops control clients that asked nothing within [`CLIENT_IDLE`], or
+    /// whose answer could not be written within it.
+    pub(super) fn expire_clients(&mut self, now: Instant) {
+        let stale: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| (!c.asked || c.closing) && now.duration_since(c.opened) > CLIENT_IDLE)
+            .map(|(&t, _)| t)
+            .collect();
+        for t in stale {
+            self.drop_client(t);
         }
     }
 
@@ -121,7 +151,18 @@ impl Master {
                     },
                 );
             }
-            Request::Reload => match self.phase {
+            Request::Reload { config: Some(p) } if p != self.config_path => self.respond(
+                token,
+                Response::Error {
+                    message: format!(
+                        "this master runs {}, not {}: reload it with -c {}",
+                        self.config_path.display(),
+                        p.display(),
+                        self.config_path.display()
+                    ),
+                },
+            ),
+            Request::Reload { .. } => match self.phase {
                 MasterPhase::Stopping { .. } => self.respond(
                     token,
                     Response::Error {

@@ -55,6 +55,19 @@ impl PidFile {
         let file = open_pid(path).map_err(PidError::Io)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
+                // A file holding something other than a pid is not ours to
+                // overwrite (a misconfigured path must never destroy data).
+                let mut old = String::new();
+                let _ = lock.read_to_string(&mut old);
+                if !old.trim().is_empty() && old.trim().parse::<i32>().is_err() {
+                    return Err(PidError::Io(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "the file exists and does not hold a pid",
+                    )));
+                }
+                use std::io::Seek;
+                lock.seek(std::io::SeekFrom::Start(0))
+                    .map_err(PidError::Io)?;
                 lock.set_len(0).map_err(PidError::Io)?;
                 writeln!(&mut *lock, "{}", std::process::id()).map_err(PidError::Io)?;
                 Ok(PidFile {

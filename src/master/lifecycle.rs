@@ -71,6 +71,7 @@ impl Master {
         self.run_health(now);
         self.retire_finished();
         self.finish_connections(now, false);
+        self.expire_clients(now);
         if self.phase == MasterPhase::Running && self.queued_signal_reload {
             self.queued_signal_reload = false;
             self.begin_reload(Vec::new(), now);
@@ -546,7 +547,8 @@ impl Master {
             }
         }
         self.stop_deadline = Some(now + if graceful { drain } else { FAST_STOP_GRACE });
-        let waiters = std::mem::take(&mut self.reload_waiters);
+        let mut waiters = std::mem::take(&mut self.reload_waiters);
+        waiters.append(&mut self.queued_reloads);
         for w in waiters {
             self.respond(
                 w,

@@ -35,6 +35,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Fails with EADDRINUSE when another process listens on `addr`, even with
+/// SO_REUSEPORT (which would otherwise let a second balancer silently share
+/// the port): a plain bind, without SO_REUSEPORT, is refused then.
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_cloexec(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())
+}
+
 impl Listeners {
     /// No sockets.
     pub fn new() -> Listeners {
@@ -44,6 +57,9 @@ impl Listeners {
     /// Makes sure `addr` has at least `n` sockets; returns how many were
     /// newly bound (so a failed reload can undo exactly those).
     pub fn ensure(&mut self, addr: SocketAddr, n: usize) -> io::Result<usize> {
+        if !self.by_addr.contains_key(&addr) {
+            probe_free(addr)?;
+        }
         let socks = self.by_addr.entry(addr).or_default();
         let mut added = 0;
         while socks.len() < n {

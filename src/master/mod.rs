@@ -154,8 +154,18 @@ impl MasterPhase {
 
 struct ControlClient {
     conn: LineConn<UnixStream>,
+    /// The answer is queued; close once written.
     closing: bool,
+    /// Its one request arrived (later bytes are ignored).
+    asked: bool,
+    /// Accepted at; a client that asks nothing in time is dropped.
+    opened: Instant,
 }
+
+/// Control clients served at once; more are closed on accept.
+const MAX_CLIENTS: usize = 256;
+/// A control client must send its request within this time.
+const CLIENT_IDLE: Duration = Duration::from_secs(10);
 
 struct PendingConns {
     client: Token,
@@ -459,7 +469,20 @@ fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
     {
         std::fs::create_dir_all(dir)?;
     }
-    let _ = std::fs::remove_file(path);
+    // Only a stale socket is removed; any other file at that path is kept
+    // and reported (a misconfigured path must never destroy data).
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) => {
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
+        Err(_) => {}
+    }
     let l = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(l)

@@ -54,6 +54,12 @@ pub struct Conn {
     pub down: Pipe,
     client_ready: Ready,
     server_ready: Ready,
+    /// Waits in `again` for another turn (never listed twice).
+    pub in_again: bool,
+    /// Its queue deadline is armed (armed once, however often it requeues).
+    pub queue_timer: bool,
+    /// Which direction goes first next turn (so neither starves the other).
+    flip: bool,
     /// When the client was accepted.
     pub accepted: Instant,
     /// Last event time (idle timeout).
@@ -113,6 +119,9 @@ impl Conn {
                 read_closed: false,
             },
             server_ready: Ready::default(),
+            in_again: false,
+            queue_timer: false,
+            flip: false,
             accepted: now,
             last_active: now,
         }
@@ -185,54 +194,31 @@ impl Conn {
         }
     }
 
-    /// Moves bytes both ways as far as readiness and buffers allow.
+    /// Moves bytes both ways as far as readiness, buffers and the turn's
+    /// budget allow. The direction that goes first alternates per turn.
     pub fn relay(&mut self, pool: &mut Pool) -> io::Result<Relay> {
-        let Some(server) = self.server.as_mut() else {
+        let Some(mut server) = self.server.take() else {
             return Ok(Relay::Open(0, 0));
         };
+        let result = self.relay_with(&mut server, pool);
+        self.server = Some(server);
+        result
+    }
+
+    fn relay_with(&mut self, server: &mut TcpStream, pool: &mut Pool) -> io::Result<Relay> {
         let up_before = self.up.bytes;
         let down_before = self.down.bytes;
         let mut budget = TURN_BUDGET;
+        self.flip = !self.flip;
         while budget > 0 {
             self.up.last = self.down.done();
             self.down.last = self.up.done();
-            let a = if self.up.splicing() {
-                self.up.pump_splice(
-                    &self.client,
-                    &mut self.client_ready,
-                    server,
-                    &mut self.server_ready,
-                    pool,
-                    &mut budget,
-                )?
+            let (a, b) = if self.flip {
+                let a = self.pump_up(server, pool, &mut budget)?;
+                (a, self.pump_down(server, pool, &mut budget)?)
             } else {
-                self.up.pump(
-                    &mut self.client,
-                    &mut self.client_ready,
-                    server,
-                    &mut self.server_ready,
-                    pool,
-                    &mut budget,
-                )?
-            };
-            let b = if self.down.splicing() {
-                self.down.pump_splice(
-                    &*server,
-                    &mut self.server_ready,
-                    &mut self.client,
-                    &mut self.client_ready,
-                    pool,
-                    &mut budget,
-                )?
-            } else {
-                self.down.pump(
-                    server,
-                    &mut self.server_ready,
-                    &mut self.client,
-                    &mut self.client_ready,
-                    pool,
-                    &mut budget,
-                )?
+                let b = self.pump_down(server, pool, &mut budget)?;
+                (self.pump_up(server, pool, &mut budget)?, b)
             };
             if a == Flow::Idle && b == Flow::Idle {
                 break;
@@ -246,6 +232,62 @@ impl Conn {
             Ok(Relay::Busy(moved_up, moved_down))
         } else {
             Ok(Relay::Open(moved_up, moved_down))
+        }
+    }
+
+    /// Client → server, by splice or by copy.
+    fn pump_up(
+        &mut self,
+        server: &mut TcpStream,
+        pool: &mut Pool,
+        budget: &mut usize,
+    ) -> io::Result<Flow> {
+        if self.up.splicing() {
+            self.up.pump_splice(
+                &self.client,
+                &mut self.client_ready,
+                server,
+                &mut self.server_ready,
+                pool,
+                budget,
+            )
+        } else {
+            self.up.pump(
+                &mut self.client,
+                &mut self.client_ready,
+                server,
+                &mut self.server_ready,
+                pool,
+                budget,
+            )
+        }
+    }
+
+    /// Server → client, by splice or by copy.
+    fn pump_down(
+        &mut self,
+        server: &mut TcpStream,
+        pool: &mut Pool,
+        budget: &mut usize,
+    ) -> io::Result<Flow> {
+        if self.down.splicing() {
+            self.down.pump_splice(
+                &*server,
+                &mut self.server_ready,
+                &mut self.client,
+                &mut self.client_ready,
+                pool,
+                budget,
+            )
+        } else {
+            self.down.pump(
+                server,
+                &mut self.server_ready,
+                &mut self.client,
+                &mut self.client_ready,
+                pool,
+                budget,
+            )
         }
     }
 

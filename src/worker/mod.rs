@@ -35,12 +35,19 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const QUEUE_RETRY: Duration = Duration::from_millis(5);
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Out of descriptors or kernel memory: a problem of this process, not of
-/// a peer.
+/// Out of descriptors, kernel memory or local ports: a problem of this host,
+/// not of a peer (never counted against a backend).
 fn is_local_shortage(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+        Some(
+            nix::libc::EMFILE
+                | nix::libc::ENFILE
+                | nix::libc::ENOBUFS
+                | nix::libc::ENOMEM
+                | nix::libc::EADDRNOTAVAIL
+                | nix::libc::EADDRINUSE
+        )
     )
 }
 
@@ -225,12 +232,14 @@ impl Worker {
     fn resume_busy(&mut self) {
         let busy = std::mem::take(&mut self.again);
         for (idx, serial) in busy {
-            if self
+            if let Some(c) = self
                 .conns
-                .get(idx)
-                .and_then(Option::as_ref)
-                .is_some_and(|c| c.serial == serial)
+                .get_mut(idx)
+                .and_then(Option::as_mut)
+                .filter(|c| c.serial == serial)
             {
+                c.in_again = false;
+                c.last_active = self.now;
                 self.progress(idx);
             }
         }
@@ -383,8 +392,11 @@ impl Worker {
                             .slot_server(self.slot, rt.base)
                             .queued
                             .fetch_add(1, Relaxed);
-                        self.timers
-                            .push(conn.accepted + listen.queue.timeout, idx, serial);
+                        if !conn.queue_timer {
+                            conn.queue_timer = true;
+                            self.timers
+                                .push(conn.accepted + listen.queue.timeout, idx, serial);
+                        }
                         return;
                     }
                     self.region.server(rt.base).refused.fetch_add(1, Relaxed);
@@ -396,9 +408,9 @@ impl Worker {
             let deadline = self.now + listen.timeouts.connect;
             let cell = self.region.slot_server(self.slot, g);
             cell.active.fetch_add(1, Relaxed);
-            cell.total.fetch_add(1, Relaxed);
             match conn.start_connect(id, addr, deadline) {
                 Ok(server) => {
+                    cell.total.fetch_add(1, Relaxed);
                     let token = Token(CONN_BASE + 2 * idx + 1);
                     if self
                         .poll
@@ -430,7 +442,10 @@ impl Worker {
                             .slot_server(self.slot, rt.base)
                             .queued
                             .fetch_add(1, Relaxed);
-                        self.timers.push(deadline, idx, serial);
+                        if !conn.queue_timer {
+                            conn.queue_timer = true;
+                            self.timers.push(deadline, idx, serial);
+                        }
                         return;
                     }
                     break;
@@ -483,7 +498,8 @@ impl Worker {
                 if down > 0 {
                     slot.bytes_out.fetch_add(down, Relaxed);
                 }
-                if matches!(result, Ok(Relay::Busy(..))) {
+                if matches!(result, Ok(Relay::Busy(..))) && !conn.in_again {
+                    conn.in_again = true;
                     self.again.push((idx, conn.serial));
                 }
                 // The idle deadline needs no arming here: the connect
@@ -528,8 +544,8 @@ impl Worker {
             match conn.phase {
                 Phase::Queued { deadline } => {
                     if self.now >= deadline {
-                        let rt = &mut self.listens[conn.listen];
-                        rt.queue.retain(|&(i, s)| !(i == idx && s == serial));
+                        // Its queue entry goes stale (skipped when reached).
+                        let rt = &self.listens[conn.listen];
                         self.region
                             .slot_server(self.slot, rt.base)
                             .queued
@@ -556,41 +572,45 @@ impl Worker {
     }
 
     /// Retries queued connections (servers may have freed up anywhere).
+    /// FIFO: only the head is looked at; stale entries (timed out, closed)
+    /// are dropped as they reach it. Nothing is retried while the worker is
+    /// short of descriptors (the accept pause).
     fn serve_queues(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
         for l in 0..self.listens.len() {
-            let n = self.listens[l].queue.len();
-            for _ in 0..n {
-                let Some((idx, serial)) = self.listens[l].queue.pop_front() else {
+            let budget = self.listens[l].queue.len();
+            for _ in 0..budget {
+                let Some(&(idx, serial)) = self.listens[l].queue.front() else {
                     break;
                 };
-                let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                let Some(conn) = self
+                    .conns
+                    .get_mut(idx)
+                    .and_then(Option::as_mut)
+                    .filter(|c| c.serial == serial && matches!(c.phase, Phase::Queued { .. }))
+                else {
+                    self.listens[l].queue.pop_front();
                     continue;
                 };
-                if conn.serial != serial {
-                    continue;
-                }
-                let rt = &self.listens[l];
+                let base = self.listens[l].base;
                 let listen = &self.config.listens[l];
-                let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, shm::now_ms());
+                let view = LiveView::new(&self.region, listen, base, &conn.tried, shm::now_ms());
                 let free = (0..listen.servers.len())
                     .any(|id| crate::balance::ServerView::eligible(&view, id));
-                if free {
-                    self.region
-                        .slot_server(self.slot, rt.base)
-                        .queued
-                        .fetch_sub(1, Relaxed);
-                    conn.phase = Phase::Relaying;
-                    self.dispatch(idx, serial);
-                } else {
-                    self.listens[l].queue.push_back((idx, serial));
-                    // Later entries wait behind this one (FIFO).
-                    let rest = n - 1;
-                    for _ in 0..rest {
-                        if let Some(e) = self.listens[l].queue.pop_front() {
-                            self.listens[l].queue.push_back(e);
-                        }
-                    }
+                if !free {
                     break;
+                }
+                self.listens[l].queue.pop_front();
+                self.region
+                    .slot_server(self.slot, base)
+                    .queued
+                    .fetch_sub(1, Relaxed);
+                conn.phase = Phase::Relaying;
+                self.dispatch(idx, serial);
+                if self.accept_paused_until.is_some() {
+                    return;
                 }
             }
         }
