@@ -1,6 +1,8 @@
 //! Owns regression tests for bugs found in review: `connections` with many
 //! connections, a reload signal during a stop, a stop during a binary
-//! upgrade, and a client waiting in the `max_conns` queue across a reload.
+//! upgrade, a client waiting in the `max_conns` queue across a reload, a
+//! second balancer on the same port, paths pointing at the config file, a
+//! syntax error at reload, reload of another file, odd control clients.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +14,7 @@ use crate::util::backend::Backend;
 use crate::util::loadgen::{Extra, open_n};
 use crate::util::{
     Conf, Lbctl, Master, ServerConf, TempDir, WAIT, connect, kill_master_tree, proc_stat,
-    wait_until,
+    wait_until, write_file,
 };
 
 /// Opens `n` echo connections through the balancer, each checked once.
@@ -164,4 +166,98 @@ fn a_client_waiting_in_the_queue_survives_a_reload() {
         .read_exact(&mut b)
         .expect("the queued client was served after the reload");
     assert_eq!(&b, b"q");
+}
+
+#[test]
+fn a_second_balancer_cannot_share_the_port() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    // Another instance: its own pid file and socket, the same bind.
+    let other_dir = TempDir::new();
+    let mut other = Conf::new(&other_dir, &[echo.addr()]).workers(1);
+    other.listens[0].bind = conf.bind();
+    let other_path = other.write(&other_dir);
+    Lbctl::new(&other_dir, &other_path)
+        .run("start", &["-d"])
+        .assert_code(2)
+        .assert_contains("cannot listen");
+}
+
+#[test]
+fn a_master_file_pointing_at_the_config_is_refused_and_the_config_survives() {
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")]);
+    let path = dir.join("lbctl.toml");
+    let text = conf.to_toml().replace(
+        &format!("control_socket = \"{}\"", conf.control_socket.display()),
+        &format!("control_socket = \"{}\"", path.display()),
+    );
+    write_file(&path, &text);
+    let lbctl = Lbctl::new(&dir, &path);
+    lbctl
+        .run("check", &[])
+        .assert_code(1)
+        .assert_contains("master.control_socket");
+    lbctl.run("start", &["-d"]).assert_code(1);
+    assert_eq!(
+        std::fs::read_to_string(&path).expect("config still there"),
+        text
+    );
+}
+
+#[test]
+fn a_syntax_error_in_the_file_is_reported_by_reload_and_status_still_works() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let mut text = std::fs::read_to_string(&path).expect("read config");
+    text.push_str("oops = [\n");
+    write_file(&path, &text);
+    lbctl
+        .run("reload", &[])
+        .assert_code(1)
+        .assert_contains("line");
+    lbctl.run("status", &[]).assert_success();
+    assert_eq!(lbctl.status_json()["generation"], 1);
+}
+
+#[test]
+fn reload_of_another_file_is_refused() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    // Same master sections (so the same control socket), another file.
+    let other = dir.join("other.toml");
+    write_file(&other, &std::fs::read_to_string(&path).expect("read"));
+    Lbctl::new(&dir, &other)
+        .run("reload", &[])
+        .assert_failure()
+        .assert_contains("this master runs");
+}
+
+#[test]
+fn a_silent_control_client_does_not_hold_up_status() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let _silent = std::os::unix::net::UnixStream::connect(&conf.control_socket)
+        .expect("connect to the control socket");
+    let mut flood = std::os::unix::net::UnixStream::connect(&conf.control_socket)
+        .expect("connect to the control socket");
+    flood
+        .set_write_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    // The master reads one request and no more: the socket may fill up.
+    let _ = flood.write_all(&b"{\"cmd\":\"status\"}\n".repeat(10_000));
+    Lbctl::new(&dir, &path).run("status", &[]).assert_success();
 }

@@ -241,6 +241,13 @@ impl Master {
         target: &str,
         now: Instant,
     ) -> Response {
+        if let ServerAction::Weight(w) = action
+            && w > 1000
+        {
+            return Response::Error {
+                message: format!("weight {w}: expected 0..=1000, as in the config file"),
+            };
+        }
         let Some((listen_name, server_name)) = target.split_once('/') else {
             return Response::Error {
                 message: format!("'{target}': expected LISTEN/SERVER, e.g. web/10.0.0.11:6001"),
