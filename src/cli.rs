@@ -296,8 +296,9 @@ fn master_key_by_line(text: &str, key: &str) -> Option<String> {
     let mut in_master = false;
     for line in text.lines() {
         let line = line.trim();
-        if line.starts_with('[') {
-            in_master = line == "[master]";
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header.split(']').next().unwrap_or_default().trim();
+            in_master = !header.starts_with('[') && name == "master";
             continue;
         }
         if !in_master {
@@ -310,9 +311,12 @@ fn master_key_by_line(text: &str, key: &str) -> Option<String> {
             continue;
         }
         let v = v.trim();
-        let v = v.strip_prefix('"')?;
-        let end = v.find('"')?;
-        return Some(v[..end].to_string());
+        let Some(quote) = v.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        if let Some(end) = v[1..].find(quote) {
+            return Some(v[1..1 + end].to_string());
+        }
     }
     None
 }
@@ -550,5 +554,25 @@ fn server(path: &Path, action: ServerCmd) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         other => Err(remote_error(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_keys_are_found_in_a_file_that_does_not_parse() {
+        let text = "[master]  # the master\npid_file = '/run/x.pid'\ncontrol_socket = \"/run/x.sock\" # c\n[[listen]]\ncontrol_socket = \"/no\"\noops = [\n";
+        assert!(text.parse::<toml::Table>().is_err());
+        assert_eq!(
+            master_key_by_line(text, "pid_file").as_deref(),
+            Some("/run/x.pid")
+        );
+        assert_eq!(
+            master_key_by_line(text, "control_socket").as_deref(),
+            Some("/run/x.sock")
+        );
+        assert_eq!(master_key_by_line(text, "log_file"), None);
     }
 }

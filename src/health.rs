@@ -462,10 +462,19 @@ fn connect_state(stream: &TcpStream) -> ConnectState {
 }
 
 /// Errors that mean this process ran short of resources, not that the server failed.
-fn is_local_shortage(e: &io::Error) -> bool {
+/// Out of descriptors, kernel memory or local ports: a problem of this host,
+/// not of a peer (never counted against a backend, by checks or workers).
+pub fn is_local_shortage(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+        Some(
+            nix::libc::EMFILE
+                | nix::libc::ENFILE
+                | nix::libc::ENOBUFS
+                | nix::libc::ENOMEM
+                | nix::libc::EADDRNOTAVAIL
+                | nix::libc::EADDRINUSE
+        )
     )
 }
 

@@ -41,6 +41,7 @@ impl Master {
                                 closing: false,
                                 asked: false,
                                 opened: Instant::now(),
+                                answered: None,
                             },
                         );
                     }
@@ -113,7 +114,15 @@ impl Master {
         let stale: Vec<Token> = self
             .clients
             .iter()
-            .filter(|(_, c)| (!c.asked || c.closing) && now.duration_since(c.opened) > CLIENT_IDLE)
+            .filter(|(_, c)| {
+                let since = match (c.asked, c.answered) {
+                    (_, Some(t)) => t,
+                    (false, None) => c.opened,
+                    // Waiting for a reload or a stop: kept until answered.
+                    (true, None) => return false,
+                };
+                now.duration_since(since) > CLIENT_IDLE
+            })
             .map(|(&t, _)| t)
             .collect();
         for t in stale {
@@ -133,6 +142,7 @@ impl Master {
             return;
         };
         client.closing = true;
+        client.answered = Some(Instant::now());
         match client.conn.send(&resp) {
             Ok(()) if !client.conn.has_pending_writes() => self.drop_client(token),
             Ok(()) => {}
@@ -151,17 +161,18 @@ impl Master {
                     },
                 );
             }
-            Request::Reload { config: Some(p) } if p != self.config_path => self.respond(
-                token,
-                Response::Error {
-                    message: format!(
-                        "this master runs {}, not {}: reload it with -c {}",
-                        self.config_path.display(),
-                        p.display(),
-                        self.config_path.display()
-                    ),
-                },
-            ),
+            Request::Reload { config: Some(p) } if !same_file(&p, &self.config_path) => self
+                .respond(
+                    token,
+                    Response::Error {
+                        message: format!(
+                            "this master runs {}, not {}: reload it with -c {}",
+                            self.config_path.display(),
+                            p.display(),
+                            self.config_path.display()
+                        ),
+                    },
+                ),
             Request::Reload { .. } => match self.phase {
                 MasterPhase::Stopping { .. } => self.respond(
                     token,
@@ -307,4 +318,12 @@ pub(super) fn server_at(config: &Config, mut idx: usize) -> (String, String) {
         idx -= l.servers.len();
     }
     (String::new(), String::new())
+}
+
+/// Whether two paths name the same file (symlinks and spellings resolved).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
 }

@@ -57,12 +57,16 @@ impl PidFile {
             Ok(mut lock) => {
                 // A file holding something other than a pid is not ours to
                 // overwrite (a misconfigured path must never destroy data).
-                let mut old = String::new();
-                let _ = lock.read_to_string(&mut old);
-                if !old.trim().is_empty() && old.trim().parse::<i32>().is_err() {
+                let regular = lock.metadata().map(|m| m.is_file()).unwrap_or(false);
+                let mut head = Vec::new();
+                let _ = (&*lock).take(32).read_to_end(&mut head);
+                let pid_like = head
+                    .iter()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_whitespace());
+                if !regular || !pid_like {
                     return Err(PidError::Io(io::Error::new(
                         io::ErrorKind::AlreadyExists,
-                        "the file exists and does not hold a pid",
+                        "the path exists and is not a pid file",
                     )));
                 }
                 use std::io::Seek;
@@ -240,6 +244,22 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_786), (2026, 11, 29));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_pid_file_is_never_overwritten() {
+        let dir = std::env::temp_dir().join(format!("lbctl-pid2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (name, content) in [("text", &b"hello"[..]), ("bin", &[0xff, 0xfe, 0, 0x41][..])] {
+            let path = dir.join(name);
+            std::fs::write(&path, content).expect("write");
+            assert!(matches!(PidFile::acquire(&path), Err(PidError::Io(_))));
+            assert_eq!(std::fs::read(&path).expect("read"), content);
+        }
+        let stale = dir.join("stale.pid");
+        std::fs::write(&stale, "4242\n").expect("write");
+        drop(PidFile::acquire(&stale).expect("a stale pid file is taken over"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

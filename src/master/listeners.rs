@@ -57,7 +57,10 @@ impl Listeners {
     /// Makes sure `addr` has at least `n` sockets; returns how many were
     /// newly bound (so a failed reload can undo exactly those).
     pub fn ensure(&mut self, addr: SocketAddr, n: usize) -> io::Result<usize> {
-        if !self.by_addr.contains_key(&addr) {
+        // Probe only a port the master holds nothing on: its own SO_REUSEPORT
+        // sockets on an overlapping address (0.0.0.0:P next to [::]:P, or a
+        // listen moving from 0.0.0.0:P to 127.0.0.1:P) would fail the probe.
+        if !self.by_addr.keys().any(|a| a.port() == addr.port()) {
             probe_free(addr)?;
         }
         let socks = self.by_addr.entry(addr).or_default();
@@ -138,6 +141,21 @@ impl Listeners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_process_on_the_port_is_refused_but_our_own_overlap_is_not() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = other.local_addr().expect("addr");
+        let mut l = Listeners::new();
+        assert!(l.ensure(taken, 1).is_err(), "must not share a port");
+        drop(other);
+        // A listen moving from the wildcard to a specific address of the
+        // same port, while the wildcard sockets are still held.
+        let wild: SocketAddr = format!("0.0.0.0:{}", taken.port()).parse().expect("addr");
+        l.ensure(wild, 2).expect("wildcard");
+        l.ensure(taken, 2)
+            .expect("specific next to our own wildcard");
+    }
 
     #[test]
     fn accepted_sockets_inherit_nodelay_from_the_listener() {

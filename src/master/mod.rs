@@ -160,6 +160,8 @@ struct ControlClient {
     asked: bool,
     /// Accepted at; a client that asks nothing in time is dropped.
     opened: Instant,
+    /// When its answer was queued; one not written in time is dropped.
+    answered: Option<Instant>,
 }
 
 /// Control clients served at once; more are closed on accept.

@@ -15,6 +15,7 @@ use crate::balance::{self, Balancer};
 use crate::channel::{LineConn, MAX_LINE, ReadOutcome};
 use crate::config::Config;
 use crate::control::{FromWorker, ToWorker};
+use crate::health::is_local_shortage;
 use crate::shm::{self, Region};
 use crate::stats::ConnRow;
 use buffer::Pool;
@@ -34,22 +35,6 @@ const CONN_BASE: usize = 1 << 20;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const QUEUE_RETRY: Duration = Duration::from_millis(5);
 const HEARTBEAT: Duration = Duration::from_millis(500);
-
-/// Out of descriptors, kernel memory or local ports: a problem of this host,
-/// not of a peer (never counted against a backend).
-fn is_local_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            nix::libc::EMFILE
-                | nix::libc::ENFILE
-                | nix::libc::ENOBUFS
-                | nix::libc::ENOMEM
-                | nix::libc::EADDRNOTAVAIL
-                | nix::libc::EADDRINUSE
-        )
-    )
-}
 
 /// Everything a worker needs, handed over by the master after fork.
 #[derive(Debug)]
@@ -434,8 +419,8 @@ impl Worker {
                     conn.server_id = None;
                     conn.tried.pop();
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
-                    if rt.queue.len() < listen.queue.size {
-                        let deadline = conn.accepted + listen.queue.timeout;
+                    let deadline = conn.accepted + listen.queue.timeout;
+                    if rt.queue.len() < listen.queue.size && deadline > self.now {
                         conn.phase = Phase::Queued { deadline };
                         rt.queue.push_back((idx, serial));
                         self.region
@@ -608,6 +593,9 @@ impl Worker {
                     .queued
                     .fetch_sub(1, Relaxed);
                 conn.phase = Phase::Relaying;
+                // Its timer may fire while it connects: if it comes back to
+                // the queue, it arms a new one.
+                conn.queue_timer = false;
                 self.dispatch(idx, serial);
                 if self.accept_paused_until.is_some() {
                     return;
