@@ -393,159 +393,110 @@ mod tests {
         }
     }
 
-    fn unlimited() -> usize {
-        usize::MAX
+    /// A pipe between two fake sockets, with their readiness flags.
+    struct Rig {
+        pool: Pool,
+        src: Fake,
+        dst: Fake,
+        sr: Ready,
+        dr: Ready,
+        p: Pipe,
     }
 
-    #[test]
-    fn pipe_stops_when_the_turn_budget_is_spent() {
-        let mut pool = Pool::new();
-        let mut src = Fake {
-            input: vec![3; 100_000],
-            ..Fake::default()
-        };
-        let mut dst = Fake {
-            write_budget: usize::MAX,
-            ..Fake::default()
-        };
-        let (mut sr, mut dr) = (ready(), ready());
-        let mut p = Pipe::default();
-        let mut budget = 4_000;
-        p.pump(&mut src, &mut sr, &mut dst, &mut dr, &mut pool, &mut budget)
-            .expect("pump");
-        assert_eq!(budget, 0);
-        assert!(sr.read, "work is left: the readiness flag is kept");
-        assert_eq!(dst.out.len(), BUF_SIZE, "one buffer, then the turn ended");
-    }
+    impl Rig {
+        fn new(input: &[u8], eof: bool, write_budget: usize) -> Rig {
+            let ready = Ready {
+                read: true,
+                write: true,
+                read_closed: false,
+            };
+            Rig {
+                pool: Pool::new(),
+                src: Fake {
+                    input: input.to_vec(),
+                    eof,
+                    ..Fake::default()
+                },
+                dst: Fake {
+                    write_budget,
+                    ..Fake::default()
+                },
+                sr: ready,
+                dr: ready,
+                p: Pipe::default(),
+            }
+        }
 
-    fn ready() -> Ready {
-        Ready {
-            read: true,
-            write: true,
-            read_closed: false,
+        fn pump_with(&mut self, mut budget: usize) -> usize {
+            self.p
+                .pump(
+                    &mut self.src,
+                    &mut self.sr,
+                    &mut self.dst,
+                    &mut self.dr,
+                    &mut self.pool,
+                    &mut budget,
+                )
+                .expect("pump");
+            budget
+        }
+
+        fn pump(&mut self) {
+            self.pump_with(usize::MAX);
         }
     }
 
     #[test]
+    fn pipe_stops_when_the_turn_budget_is_spent() {
+        let mut r = Rig::new(&[3; 100_000], false, usize::MAX);
+        assert_eq!(r.pump_with(4_000), 0);
+        assert!(r.sr.read, "work is left: the readiness flag is kept");
+        assert_eq!(r.dst.out.len(), BUF_SIZE, "one buffer, then the turn ended");
+    }
+
+    #[test]
     fn pipe_stops_reading_when_the_destination_is_full() {
-        let mut pool = Pool::new();
-        let mut src = Fake {
-            input: vec![7; 100_000],
-            ..Fake::default()
-        };
-        let mut dst = Fake::default();
-        let (mut sr, mut dr) = (ready(), ready());
-        let mut p = Pipe::default();
-        p.pump(
-            &mut src,
-            &mut sr,
-            &mut dst,
-            &mut dr,
-            &mut pool,
-            &mut unlimited(),
-        )
-        .expect("pump");
+        let mut r = Rig::new(&[7; 100_000], false, 0);
+        r.pump();
         // Destination took nothing: exactly one buffer was read, no more.
-        assert_eq!(src.input.len(), 100_000 - BUF_SIZE);
-        assert!(sr.read, "source is still readable: it was not drained");
-        assert!(!dr.write);
-        dst.write_budget = usize::MAX;
-        dr.write = true;
-        p.pump(
-            &mut src,
-            &mut sr,
-            &mut dst,
-            &mut dr,
-            &mut pool,
-            &mut unlimited(),
-        )
-        .expect("pump");
-        assert_eq!(dst.out.len(), BUF_SIZE);
-        assert!(p.splicing(), "a full read marks the direction as bulk");
-        assert!(p.buf.is_none(), "an empty pipe holds no buffer");
+        assert_eq!(r.src.input.len(), 100_000 - BUF_SIZE);
+        assert!(r.sr.read, "source is still readable: it was not drained");
+        assert!(!r.dr.write);
+        r.dst.write_budget = usize::MAX;
+        r.dr.write = true;
+        r.pump();
+        assert_eq!(r.dst.out.len(), BUF_SIZE);
+        assert!(r.p.splicing(), "a full read marks the direction as bulk");
+        assert!(r.p.buf.is_none(), "an empty pipe holds no buffer");
     }
 
     #[test]
     fn pipe_skips_the_read_after_a_short_one_unless_eof_is_pending() {
-        let mut pool = Pool::new();
-        let mut src = Fake {
-            input: vec![1; 100],
-            eof: true,
-            ..Fake::default()
-        };
-        let mut dst = Fake {
-            write_budget: usize::MAX,
-            ..Fake::default()
-        };
-        let (mut sr, mut dr) = (ready(), ready());
-        let mut p = Pipe::default();
-        p.pump(
-            &mut src,
-            &mut sr,
-            &mut dst,
-            &mut dr,
-            &mut pool,
-            &mut unlimited(),
-        )
-        .expect("pump");
-        assert_eq!(dst.out.len(), 100);
-        assert!(!sr.read && !p.eof, "EOF not read: no read was wasted");
-        sr.read = true;
-        sr.read_closed = true;
-        src.input = vec![2; 50];
-        p.pump(
-            &mut src,
-            &mut sr,
-            &mut dst,
-            &mut dr,
-            &mut pool,
-            &mut unlimited(),
-        )
-        .expect("pump");
+        let mut r = Rig::new(&[1; 100], true, usize::MAX);
+        r.pump();
+        assert_eq!(r.dst.out.len(), 100);
+        assert!(!r.sr.read && !r.p.eof, "EOF not read: no read was wasted");
+        r.sr.read = true;
+        r.sr.read_closed = true;
+        r.src.input = vec![2; 50];
+        r.pump();
         assert!(
-            p.eof && dst.shut,
+            r.p.eof && r.dst.shut,
             "a pending EOF is read after a short read"
         );
-        assert_eq!(p.bytes, 150);
+        assert_eq!(r.p.bytes, 150);
     }
 
     #[test]
     fn pipe_forwards_eof_only_after_pending_bytes() {
-        let mut pool = Pool::new();
-        let mut src = Fake {
-            input: b"hello".to_vec(),
-            eof: true,
-            ..Fake::default()
-        };
-        let mut dst = Fake {
-            write_budget: 2,
-            ..Fake::default()
-        };
-        let (mut sr, mut dr) = (ready(), ready());
-        sr.read_closed = true;
-        let mut p = Pipe::default();
-        p.pump(
-            &mut src,
-            &mut sr,
-            &mut dst,
-            &mut dr,
-            &mut pool,
-            &mut unlimited(),
-        )
-        .expect("pump");
-        assert!(p.eof && !dst.shut);
-        dst.write_budget = 10;
-        dr.write = true;
-        p.pump(
-            &mut src,
-            &mut sr,
-            &mut dst,
-            &mut dr,
-            &mut pool,
-            &mut unlimited(),
-        )
-        .expect("pump");
-        assert_eq!(dst.out, b"hello");
-        assert!(dst.shut);
+        let mut r = Rig::new(b"hello", true, 2);
+        r.sr.read_closed = true;
+        r.pump();
+        assert!(r.p.eof && !r.dst.shut);
+        r.dst.write_budget = 10;
+        r.dr.write = true;
+        r.pump();
+        assert_eq!(r.dst.out, b"hello");
+        assert!(r.dst.shut);
     }
 }
