@@ -637,60 +637,128 @@ fn long_conn_workers(lbctl: &Lbctl, locals: &[SocketAddr]) -> Vec<Option<i32>> {
         .collect()
 }
 
+/// Two listens (short connections to a fixed reply, long-lived streams
+/// through an echo backend) under load, 2 workers, and the worker holding the
+/// most long-lived connections picked as the one to kill.
+struct CrashSetup {
+    _dir: TempDir,
+    _backends: (Backend, Backend),
+    master: Master,
+    lbctl: Lbctl,
+    load: Load,
+    short_threads: usize,
+    /// (slot, pid) of the worker to kill.
+    slot: u64,
+    victim: i32,
+    /// Indexes of the long-lived connections that worker holds.
+    victims_conns: Vec<usize>,
+}
+
+impl CrashSetup {
+    fn start() -> CrashSetup {
+        let dir = TempDir::new();
+        let a = Backend::fixed("A");
+        let e = Backend::echo();
+        let conf = two_listens(&dir, &[a.addr()], &[e.addr()], 2);
+        let path = conf.write(&dir);
+        let master = Master::start(&dir, &path);
+        let lbctl = Lbctl::new(&dir, &path);
+        let short_threads = 2;
+        let load = Load::start(
+            LoadConfig::default()
+                .short(conf.bind(), short_threads, &["A"])
+                .long(conf.listens[1].bind, 6),
+        );
+        assert!(load.wait_progress(20, WAIT), "no traffic before the kill");
+        let owners = long_conn_workers(&lbctl, load.long_locals());
+        assert!(
+            owners.iter().all(Option::is_some),
+            "some long-lived connection is missing from `connections`: {owners:?}"
+        );
+        let st = lbctl.status_json();
+        let (slot, victim, _, _) = worker_rows(&st)
+            .into_iter()
+            .max_by_key(|r| owners.iter().filter(|o| **o == Some(r.1)).count())
+            .expect("a worker row");
+        let victims_conns = owners
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| **o == Some(victim))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(master.workers().contains(&victim));
+        CrashSetup {
+            _dir: dir,
+            _backends: (a, e),
+            master,
+            lbctl,
+            load,
+            short_threads,
+            slot,
+            victim,
+            victims_conns,
+        }
+    }
+
+    /// Stops the load and checks that only the victim's long-lived
+    /// connections were cut and at most `max_short` short ones failed.
+    fn finish(self, what: &str, max_short: usize) {
+        assert!(
+            self.load.wait_progress(20, WAIT),
+            "traffic stalled after the {what}; failures: {:#?}",
+            self.load.failures()
+        );
+        let report = self.load.stop();
+        eprintln!(
+            "{what}: victim {} held long conns {:?}; {}",
+            self.victim,
+            self.victims_conns,
+            report.describe()
+        );
+        for f in report.failures_of(Side::Long) {
+            assert!(
+                self.victims_conns.contains(&f.index),
+                "long-lived connection {} (not on the killed worker) was cut: {f}",
+                f.index
+            );
+        }
+        let short_failures = report.failures_of(Side::Short).len();
+        assert!(
+            short_failures <= max_short,
+            "{short_failures} short connections failed, at most {max_short} expected: {}",
+            report.describe()
+        );
+        assert!(
+            report
+                .long_rounds
+                .iter()
+                .enumerate()
+                .all(|(k, r)| self.victims_conns.contains(&k) || *r > 0),
+            "a surviving long-lived connection made no progress: {}",
+            report.describe()
+        );
+    }
+}
+
 #[test]
 fn killed_worker_fails_only_its_own_connections_and_is_replaced() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let e = Backend::echo();
-    let conf = two_listens(&dir, &[a.addr()], &[e.addr()], 2);
-    let path = conf.write(&dir);
-    let master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    let short_threads = 2;
-    let load = Load::start(
-        LoadConfig::default()
-            .short(conf.bind(), short_threads, &["A"])
-            .long(conf.listens[1].bind, 6),
-    );
-    assert!(load.wait_progress(20, WAIT), "no traffic before the kill");
-
-    let owners = long_conn_workers(&lbctl, load.long_locals());
-    assert!(
-        owners.iter().all(Option::is_some),
-        "some long-lived connection is missing from `connections`: {owners:?}"
-    );
-    let st = lbctl.status_json();
-    let rows = worker_rows(&st);
-    // The victim: the worker holding the most long-lived connections.
-    let (slot, victim, _, _) = rows
-        .iter()
-        .max_by_key(|r| owners.iter().filter(|o| **o == Some(r.1)).count())
-        .cloned()
-        .expect("a worker row");
-    let victims_conns: Vec<usize> = owners
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| **o == Some(victim))
-        .map(|(k, _)| k)
-        .collect();
-    assert!(master.workers().contains(&victim));
-
+    let setup = CrashSetup::start();
+    let (slot, victim, lbctl) = (setup.slot, setup.victim, &setup.lbctl);
     let killed_at = Instant::now();
     signal(victim, Signal::SIGKILL);
-    let mut last = st.clone();
+    let mut last = None;
     let replaced = wait_until(WAIT, || {
-        let Some(s) = lbctl.try_status_json() else {
-            return false;
-        };
-        last = s;
-        worker_rows(&last)
-            .iter()
-            .any(|r| r.0 == slot && r.1 != victim && r.3 == "running")
+        last = lbctl.try_status_json();
+        last.as_ref().is_some_and(|s| {
+            worker_rows(s)
+                .iter()
+                .any(|r| r.0 == slot && r.1 != victim && r.3 == "running")
+        })
     });
     let running_after = killed_at.elapsed();
     assert!(
         replaced,
-        "slot {slot} not refilled after killing {victim}: {last:#}"
+        "slot {slot} not refilled after killing {victim}: {last:#?}"
     );
     // "Serves": the replacement counted a connection of its own.
     let served = wait_until(WAIT, || {
@@ -706,38 +774,8 @@ fn killed_worker_fails_only_its_own_connections_and_is_replaced() {
     eprintln!(
         "worker crash: slot {slot} replacement running after {running_after:?}, serving a connection after {serving_after:?} (served: {served})"
     );
-    assert!(
-        load.wait_progress(20, WAIT),
-        "traffic stalled after the crash; failures: {:#?}",
-        load.failures()
-    );
-    let report = load.stop();
-    eprintln!(
-        "worker crash: victim {victim} held long conns {victims_conns:?}; {}",
-        report.describe()
-    );
-    for f in report.failures_of(Side::Long) {
-        assert!(
-            victims_conns.contains(&f.index),
-            "long-lived connection {} (not on the killed worker {victim}) was cut: {f}",
-            f.index
-        );
-    }
-    let short_failures = report.failures_of(Side::Short).len();
-    assert!(
-        short_failures <= short_threads,
-        "{short_failures} short connections failed, but the killed worker held at most {short_threads}: {}",
-        report.describe()
-    );
-    assert!(
-        report
-            .long_rounds
-            .iter()
-            .enumerate()
-            .all(|(k, r)| victims_conns.contains(&k) || *r > 0),
-        "a surviving long-lived connection made no progress: {}",
-        report.describe()
-    );
+    let max_short = setup.short_threads;
+    setup.finish("worker crash", max_short);
 }
 
 /// Kills a slot's worker again as soon as each replacement appears, five
@@ -747,34 +785,9 @@ fn killed_worker_fails_only_its_own_connections_and_is_replaced() {
 #[test]
 fn worker_crashing_in_a_loop_backs_off_and_the_other_worker_keeps_its_connections() {
     const KILLS: usize = 5;
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let e = Backend::echo();
-    let conf = two_listens(&dir, &[a.addr()], &[e.addr()], 2);
-    let path = conf.write(&dir);
-    let master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    let short_threads = 2;
-    let load = Load::start(
-        LoadConfig::default()
-            .short(conf.bind(), short_threads, &["A"])
-            .long(conf.listens[1].bind, 6),
-    );
-    assert!(load.wait_progress(20, WAIT), "no traffic before the kills");
-    let owners = long_conn_workers(&lbctl, load.long_locals());
-    let st = lbctl.status_json();
-    let (slot, first, _, _) = worker_rows(&st)
-        .into_iter()
-        .max_by_key(|r| owners.iter().filter(|o| **o == Some(r.1)).count())
-        .expect("a worker row");
-    let first_conns: Vec<usize> = owners
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| **o == Some(first))
-        .map(|(k, _)| k)
-        .collect();
-
-    let mut victim = first;
+    let setup = CrashSetup::start();
+    let (slot, lbctl) = (setup.slot, &setup.lbctl);
+    let mut victim = setup.victim;
     let mut killed = Vec::new();
     let mut last_kill = Instant::now();
     for i in 0..KILLS {
@@ -818,31 +831,13 @@ fn worker_crashing_in_a_loop_backs_off_and_the_other_worker_keeps_its_connection
         last_kill.elapsed()
     );
     assert!(back, "slot {slot} never came back: {last:#?}");
+    let log = setup.master.stderr();
     assert!(
-        master.stderr().contains("quick crashes in a row"),
-        "the back-off is not logged\n{}",
-        master.stderr()
+        log.contains("quick crashes in a row"),
+        "the back-off is not logged\n{log}"
     );
-    assert!(
-        load.wait_progress(20, WAIT),
-        "traffic stalled after the crash loop; failures: {:#?}",
-        load.failures()
-    );
-    let report = load.stop();
-    eprintln!("crash loop: {}", report.describe());
-    for f in report.failures_of(Side::Long) {
-        assert!(
-            first_conns.contains(&f.index),
-            "long-lived connection {} (not on the crashing slot) was cut: {f}",
-            f.index
-        );
-    }
-    let short_failures = report.failures_of(Side::Short).len();
-    assert!(
-        short_failures <= KILLS * short_threads,
-        "{short_failures} short connections failed in {KILLS} crashes of one worker: {}",
-        report.describe()
-    );
+    let max_short = KILLS * setup.short_threads;
+    setup.finish("crash loop", max_short);
 }
 
 // ---------------------------------------------------------------------------
