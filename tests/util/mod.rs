@@ -643,31 +643,9 @@ pub struct Master {
 impl Master {
     /// Spawns `lbctl start -c config` (not yet waiting for it to accept).
     pub fn spawn(dir: &TempDir, config: &Path) -> Master {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let stdout_path = dir.join(&format!("master-{n}.out"));
-        let stderr_path = dir.join(&format!("master-{n}.err"));
-        let out = std::fs::File::create(&stdout_path).expect("create master stdout");
-        let err = std::fs::File::create(&stderr_path).expect("create master stderr");
-        let child = Command::new(lbctl_bin())
-            .arg("start")
-            .arg("-c")
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn lbctl start");
-        let pid = i32::try_from(child.id()).expect("pid fits i32");
-        Master {
-            child,
-            pid,
-            config: config.to_path_buf(),
-            stdout_path,
-            stderr_path,
-            log_path: Some(dir.join("lbctl.log")),
-            exited: None,
-        }
+        let mut cmd = Command::new(lbctl_bin());
+        cmd.arg("start").arg("-c").arg(config);
+        Master::spawn_command(dir, config, cmd)
     }
 
     /// Spawns `cmd` as the master: another copy of the binary, extra
