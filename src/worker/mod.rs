@@ -365,26 +365,8 @@ impl Worker {
             let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, now_ms);
             let key = balance::client_key(conn.client_addr.ip());
             let Some(id) = rt.balancer.pick(&view, key) else {
-                if conn.tried.is_empty() && view.all_full() {
-                    if rt.queue.len() < listen.queue.size {
-                        // The wait is bounded from accept, however often the
-                        // client goes back into the queue.
-                        conn.phase = Phase::Queued {
-                            deadline: conn.accepted + listen.queue.timeout,
-                        };
-                        rt.queue.push_back((idx, serial));
-                        self.region
-                            .slot_server(self.slot, rt.base)
-                            .queued
-                            .fetch_add(1, Relaxed);
-                        if !conn.queue_timer {
-                            conn.queue_timer = true;
-                            self.timers
-                                .push(conn.accepted + listen.queue.timeout, idx, serial);
-                        }
-                        return;
-                    }
-                    self.region.server(rt.base).refused.fetch_add(1, Relaxed);
+                if conn.tried.is_empty() && view.all_full() && self.enqueue(idx) {
+                    return;
                 }
                 break;
             };
@@ -419,18 +401,7 @@ impl Worker {
                     conn.server_id = None;
                     conn.tried.pop();
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
-                    let deadline = conn.accepted + listen.queue.timeout;
-                    if rt.queue.len() < listen.queue.size && deadline > self.now {
-                        conn.phase = Phase::Queued { deadline };
-                        rt.queue.push_back((idx, serial));
-                        self.region
-                            .slot_server(self.slot, rt.base)
-                            .queued
-                            .fetch_add(1, Relaxed);
-                        if !conn.queue_timer {
-                            conn.queue_timer = true;
-                            self.timers.push(deadline, idx, serial);
-                        }
+                    if self.enqueue(idx) {
                         return;
                     }
                     break;
@@ -445,6 +416,33 @@ impl Worker {
         }
         // No server: the client is closed.
         self.close(idx, true);
+    }
+
+    /// Puts a client in its listen's queue (bounded by `queue.size`, and by
+    /// `queue.timeout` counted from accept, however often it comes back);
+    /// false, counted as refused, when it cannot wait.
+    fn enqueue(&mut self, idx: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return false;
+        };
+        let listen = &self.config.listens[conn.listen];
+        let rt = &mut self.listens[conn.listen];
+        let deadline = conn.accepted + listen.queue.timeout;
+        if rt.queue.len() >= listen.queue.size || deadline <= self.now {
+            self.region.server(rt.base).refused.fetch_add(1, Relaxed);
+            return false;
+        }
+        conn.phase = Phase::Queued { deadline };
+        rt.queue.push_back((idx, conn.serial));
+        self.region
+            .slot_server(self.slot, rt.base)
+            .queued
+            .fetch_add(1, Relaxed);
+        if !conn.queue_timer {
+            conn.queue_timer = true;
+            self.timers.push(deadline, idx, conn.serial);
+        }
+        true
     }
 
     fn on_conn_event(&mut self, idx: usize, server_side: bool, ev: &mio::event::Event) {
