@@ -377,37 +377,55 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
         }
         daemon::Daemonized::Daemon(fd) => fd,
     };
-    let mut ready = Some(fd);
-    let fail = |ready: &mut Option<std::os::fd::OwnedFd>, e: &Error| {
-        master::log(&format!("cannot start: {e}"));
-        if let Some(fd) = ready.take() {
-            use std::io::Write;
-            let _ = std::fs::File::from(fd).write_all(e.to_string().as_bytes());
-        }
-    };
     let pid_file = match master::lock_pid_file(&cfg) {
         Ok(p) => p,
-        Err(e) => {
-            let e = Error::from(e);
-            fail(&mut ready, &e);
-            return Err(e);
-        }
+        Err(e) => return Err(report_to_starter(fd, e.into())),
     };
-    let mut spare = ready.as_ref().and_then(|fd| fd.try_clone().ok());
     let startup = master::Startup::Fresh {
         pid_file,
-        ready: ready.take(),
+        ready: None,
+    };
+    run_reporting(path, Ok(cfg), startup, fd)
+}
+
+/// Logs a startup failure and writes it into the readiness channel, so the
+/// process waiting on it (`start -d`, or the old master of an upgrade)
+/// prints why; returns the error.
+fn report_to_starter(ready: std::os::fd::OwnedFd, e: Error) -> Error {
+    use std::io::Write;
+    master::log(&format!("cannot start: {e}"));
+    let _ = std::fs::File::from(ready).write_all(e.to_string().as_bytes());
+    e
+}
+
+/// Starts a master that must say "ok" (once its workers accept) or its
+/// error into `ready`, then runs it.
+fn run_reporting(
+    path: &Path,
+    cfg: Result<Config, Error>,
+    mut startup: master::Startup,
+    ready: std::os::fd::OwnedFd,
+) -> Result<ExitCode, Error> {
+    // The master owns one end (written "ok" once ready); a spare reports
+    // an error that happens before it exists.
+    let spare = ready.try_clone();
+    if let master::Startup::Fresh { ready: r, .. } = &mut startup {
+        *r = Some(ready);
+    }
+    let report = |spare: std::io::Result<std::os::fd::OwnedFd>, e: Error| match spare {
+        Ok(fd) => report_to_starter(fd, e),
+        Err(_) => e,
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => return Err(report(spare, e)),
     };
     match Master::start(path, cfg, startup) {
         Ok(m) => {
             drop(spare);
             Ok(ExitCode::from(m.run() as u8))
         }
-        Err(e) => {
-            let e = Error::from(e);
-            fail(&mut spare, &e);
-            Err(e)
-        }
+        Err(e) => Err(report(spare, e.into())),
     }
 }
 
@@ -422,40 +440,21 @@ pub fn run_foreground(path: &Path, cfg: Config) -> Result<ExitCode, Error> {
     Ok(ExitCode::from(m.run() as u8))
 }
 
-/// A master executed by `lbctl upgrade`: report failures into the
-/// inherited readiness socket so the old master keeps serving and says why.
+/// A master executed by `lbctl upgrade`: failures go into the inherited
+/// readiness socket so the old master keeps serving and says why.
 fn start_upgraded(
     path: &Path,
     inherited: Result<master::upgrade::Inherited, String>,
 ) -> Result<ExitCode, Error> {
     let inherited = inherited.map_err(Error::Runtime)?;
-    let mut spare = inherited.ready.try_clone().ok();
-    let report = |spare: &mut Option<std::os::fd::OwnedFd>, e: &Error| {
-        master::log(&format!("upgrade: cannot start: {e}"));
-        if let Some(fd) = spare.take() {
-            use std::io::Write;
-            let _ = std::fs::File::from(fd).write_all(e.to_string().as_bytes());
-        }
-    };
-    let cfg = match config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            let e = Error::from(e);
-            report(&mut spare, &e);
-            return Err(e);
-        }
-    };
-    match Master::start(path, cfg, master::Startup::Upgrade(inherited)) {
-        Ok(m) => {
-            drop(spare);
-            Ok(ExitCode::from(m.run() as u8))
-        }
-        Err(e) => {
-            let e = Error::from(e);
-            report(&mut spare, &e);
-            Err(e)
-        }
-    }
+    // The new master writes "ok" into `inherited.ready` once its workers
+    // accept; this copy reports an error before that.
+    let ready = inherited
+        .ready
+        .try_clone()
+        .map_err(|e| Error::Runtime(format!("upgrade: readiness socket: {e}")))?;
+    let cfg = config::load(path).map_err(Error::from);
+    run_reporting(path, cfg, master::Startup::Upgrade(inherited), ready)
 }
 
 /// True while process `pid` exists and is not a zombie.
