@@ -41,8 +41,6 @@ pub struct ServerCell {
     pub admin: AtomicU32,
     /// Runtime weight (starts as the configured one); master.
     pub weight: AtomicU32,
-    /// Unused (kept for layout).
-    pub reserved: AtomicU32,
     /// Monotonic ms when the server last came up (slow start); master.
     pub up_since_ms: AtomicU64,
     /// Start of the current passive-failure window (monotonic ms); workers.

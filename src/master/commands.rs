@@ -223,10 +223,10 @@ impl Master {
                 deadline: now + CONNECTIONS_TIMEOUT,
             },
         );
-        self.finish_connections(now, false);
+        self.finish_connections(now);
     }
 
-    pub(super) fn finish_connections(&mut self, now: Instant, _force: bool) {
+    pub(super) fn finish_connections(&mut self, now: Instant) {
         let done: Vec<u64> = self
             .pending_conns
             .iter()

@@ -51,7 +51,7 @@ impl Master {
                 }
             }
         }
-        self.finish_connections(now, false);
+        self.finish_connections(now);
     }
 
     pub(super) fn send_to(&mut self, gi: usize, slot: usize, msg: &ToWorker) -> bool {
@@ -70,7 +70,7 @@ impl Master {
         self.enforce_deadlines(now);
         self.run_health(now);
         self.retire_finished();
-        self.finish_connections(now, false);
+        self.finish_connections(now);
         self.expire_clients(now);
         if self.phase == MasterPhase::Running && self.queued_signal_reload {
             self.queued_signal_reload = false;
@@ -247,16 +247,12 @@ impl Master {
         }
     }
 
-    /// True once startup has clearly failed (reported to `start -d`).
-    pub(super) fn failed_start(&mut self, _now: Instant) -> bool {
-        false
-    }
-
     /// A new generation did not get all its workers accepting in time.
     pub(super) fn abort_start(&mut self, now: Instant) {
         let MasterPhase::Reloading { generation } = self.phase else {
             if self.phase == MasterPhase::Starting {
                 log("workers did not start in time; stopping");
+                self.exit_code = 2;
                 self.notify_ready(Err("workers did not start in time; see the log"));
                 self.begin_stop(false, now);
             }

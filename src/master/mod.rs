@@ -208,6 +208,8 @@ pub struct Master {
     upgrade: Option<upgrade::InProgress>,
     handover: Option<UnixStream>,
     handed_over: bool,
+    /// 0, or 2 when the first generation never got its workers accepting.
+    exit_code: i32,
 }
 
 /// How a master comes to life.
@@ -336,6 +338,7 @@ impl Master {
             upgrade: None,
             handover,
             handed_over: false,
+            exit_code: 0,
         };
         log(&format!(
             "master started (pid {}, config {}, {} workers, fd limit {nofile})",
@@ -368,12 +371,9 @@ impl Master {
             {
                 break;
             }
-            if self.phase == MasterPhase::Starting && self.failed_start(now) {
-                return 2;
-            }
         }
         self.finish_stop();
-        0
+        self.exit_code
     }
 
     fn next_timeout(&self, now: Instant) -> Duration {

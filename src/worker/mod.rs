@@ -234,15 +234,16 @@ impl Worker {
         if !self.again.is_empty() {
             return Duration::ZERO;
         }
+        let now = Instant::now();
         let mut t = HEARTBEAT;
-        if let Some(d) = self.timers.next_timeout(Instant::now()) {
+        if let Some(d) = self.timers.next_timeout(now) {
             t = t.min(d);
         }
         if self.listens.iter().any(|l| !l.queue.is_empty()) {
             t = t.min(QUEUE_RETRY);
         }
         if let Some(until) = self.accept_paused_until {
-            t = t.min(until.saturating_duration_since(Instant::now()));
+            t = t.min(until.saturating_duration_since(now));
         }
         t
     }
