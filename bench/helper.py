@@ -340,7 +340,8 @@ def report(path, md_path, meta_path, notes_path):
         "",
         f"- date: {meta['date']}",
         f"- command: `{meta['command']}`",
-        f"- machine: nproc {meta['nproc']}, kernel {meta['kernel']}, CPU {meta['cpu']}",
+        f"- machine: nproc {meta['nproc']}, kernel {meta['kernel']}, CPU {meta['cpu']}, "
+        f"TCP congestion control {meta.get('congestion', '?')}",
         f"- versions: {meta['versions']}",
         f"- rounds: {meta['rounds']}, duration per run: {meta['duration']}, idle connections: {conns}",
         "",

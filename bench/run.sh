@@ -22,6 +22,11 @@
 #   RESULTS=bench/RESULTS.md          where to write the results ("-": don't write)
 #   KEEP_TMP=0        1 keeps the temp dir (configs, logs, raw results) after the run
 #   NOTE="..."        a line to add to the notes in RESULTS.md (e.g. what else ran)
+#   CC=cubic          TCP congestion control for the run (every target alike; root):
+#                     sets net.ipv4.tcp_congestion_control and restores it on exit.
+#                     Default: the machine's own, recorded in RESULTS.md. On loopback,
+#                     bbr paces every flow with a timer (there is no fq qdisc), which
+#                     caps the download figures of all targets alike.
 #
 # With the defaults one round takes about 3 minutes (ROUNDS=3: about 9 minutes).
 # A quick check: ROUNDS=1 DURATION=3s bash bench/run.sh
@@ -29,7 +34,7 @@
 set -euo pipefail
 
 USER_OPTS="" # the options given, for the record in RESULTS.md
-for v in ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU; do
+for v in ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC; do
 	[[ -n ${!v+x} ]] && USER_OPTS+="$v=${!v} "
 done
 
@@ -44,6 +49,8 @@ LBCTL=${LBCTL:-target/release/lbctl}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 KEEP_TMP=${KEEP_TMP:-0}
+CC=${CC:-}
+CC_SAVED="" # the machine's congestion control, restored on exit when CC changed it
 
 PROXY_PORT=18080
 BACKEND1=18081
@@ -97,6 +104,9 @@ cleanup() {
 	local rc=$? pid
 	trap - EXIT INT TERM
 	for pid in "${STARTED[@]}"; do stop_tree "$pid" 5; done
+	if [[ -n $CC_SAVED ]]; then
+		sysctl -qw net.ipv4.tcp_congestion_control="$CC_SAVED" || true
+	fi
 	if [[ -n $TMP ]]; then
 		if [[ $KEEP_TMP == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
 	fi
@@ -175,6 +185,19 @@ raise_fd_limit() {
 		CONNS=$(((NOFILE - 200) / 2))
 		note "fd limit is $NOFILE: memory test lowered to CONNS=$CONNS"
 	fi
+}
+
+set_congestion() { # CC=name: the same congestion control for every target
+	[[ -z $CC ]] && return 0
+	local now
+	now=$(sysctl -n net.ipv4.tcp_congestion_control)
+	[[ $now == "$CC" ]] && return 0
+	[[ " $(sysctl -n net.ipv4.tcp_available_congestion_control) " == *" $CC "* ]] ||
+		die "CC=$CC is not available (have: $(sysctl -n net.ipv4.tcp_available_congestion_control))"
+	[[ $(id -u) == 0 ]] || die "CC=$CC needs root (it sets net.ipv4.tcp_congestion_control)"
+	CC_SAVED=$now
+	sysctl -qw net.ipv4.tcp_congestion_control="$CC" || die "cannot set CC=$CC"
+	note "TCP congestion control set to $CC for the run (machine default $now, restored at exit)"
 }
 
 note() { # recorded in RESULTS.md too
@@ -473,6 +496,7 @@ main() {
 		port_busy "$p" && die "port $p is already in use on this machine"
 	done
 
+	set_congestion
 	log "temp dir $TMP, fd limit $NOFILE, proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
 	mkdir -p "$TMP/www"
 	head -c $((64 << 20)) /dev/urandom >"$TMP/www/big.bin"
@@ -511,6 +535,7 @@ write_meta() {
 		command="${USER_OPTS}bash bench/run.sh" \
 		nproc="$(nproc)" \
 		kernel="$(uname -r)" \
+		congestion="$(sysctl -n net.ipv4.tcp_congestion_control)" \
 		cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
 		versions="$lbctl_version; $(haproxy -v | head -n1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)" \
 		rounds="$ROUNDS" duration="$DURATION" conns="$CONNS" proxy_cpu="$PROXY_CPU" load_cpu="$LOAD_CPU" <<'EOF'

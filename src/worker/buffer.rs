@@ -88,6 +88,10 @@ pub struct Ready {
     pub write: bool,
     /// The peer's EOF (or an error) is pending: keep reading until it shows.
     pub read_closed: bool,
+    /// The peer's FIN had arrived when epoll reported it (no error): every
+    /// byte before it was already queued, so a short read reached the EOF
+    /// and the read that would return 0 is skipped.
+    pub fin: bool,
 }
 
 /// One direction of a relayed connection.
@@ -194,7 +198,11 @@ impl Pipe {
                         if n == BUF_SIZE {
                             self.bulk = true;
                         }
-                        if n < want && !src_ready.read_closed {
+                        if n < want && src_ready.fin {
+                            // Short read with the FIN already queued
+                            // behind the data: that is the EOF.
+                            self.eof = true;
+                        } else if n < want && !src_ready.read_closed {
                             // Short read: the socket is drained; a new
                             // arrival raises a new edge.
                             src_ready.read = false;
@@ -353,10 +361,12 @@ mod tests {
         out: Vec<u8>,
         write_budget: usize,
         shut: bool,
+        reads: usize,
     }
 
     impl Read for Fake {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
             if self.input.is_empty() {
                 return if self.eof {
                     Ok(0)
@@ -408,7 +418,7 @@ mod tests {
             let ready = Ready {
                 read: true,
                 write: true,
-                read_closed: false,
+                ..Ready::default()
             };
             Rig {
                 pool: Pool::new(),
@@ -485,6 +495,27 @@ mod tests {
             "a pending EOF is read after a short read"
         );
         assert_eq!(r.p.bytes, 150);
+    }
+
+    #[test]
+    fn pipe_takes_a_short_read_after_a_fin_as_the_eof() {
+        let mut r = Rig::new(&[1; 100], true, usize::MAX);
+        r.sr.read_closed = true;
+        r.sr.fin = true;
+        r.pump();
+        assert!(r.p.eof && r.dst.shut, "EOF forwarded");
+        assert_eq!(r.src.reads, 1, "no read was spent on the EOF");
+        assert_eq!(r.dst.out.len(), 100);
+    }
+
+    #[test]
+    fn pipe_reads_on_after_a_full_read_even_with_a_fin() {
+        let mut r = Rig::new(&[1; BUF_SIZE + 10], true, 0);
+        r.sr.read_closed = true;
+        r.sr.fin = true;
+        r.pump();
+        assert!(!r.p.eof, "a read that filled the buffer is not the EOF");
+        assert!(r.sr.read, "bytes before the FIN are still to be read");
     }
 
     #[test]

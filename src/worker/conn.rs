@@ -116,7 +116,7 @@ impl Conn {
             client_ready: Ready {
                 read: true,
                 write: true,
-                read_closed: false,
+                ..Ready::default()
             },
             server_ready: Ready::default(),
             in_again: false,
@@ -140,6 +140,7 @@ impl Conn {
         r.read |= readable;
         r.write |= writable;
         r.read_closed |= closed;
+        r.fin |= ev.is_read_closed() && !ev.is_error();
     }
 
     /// Starts a connect attempt to `server_id` at `addr`.
