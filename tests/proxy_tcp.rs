@@ -192,6 +192,48 @@ fn connections_succeed_when_one_server_refuses() {
     );
 }
 
+/// The first bytes of a client usually arrive before the worker accepts it:
+/// they are read then and sent on the server's handshake, and must survive a
+/// refused connect and go, exactly once, to the next server.
+#[test]
+fn bytes_sent_before_accept_reach_the_next_server_after_a_refusal() {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[refusing_addr(), echo.addr()])
+        .listen(|l| l.retries(2))
+        .workers(1);
+    let _master = Master::start(&dir, &conf.write(&dir));
+
+    let mut failures = Vec::new();
+    for i in 0..20 {
+        // Request and FIN together, before the balancer has accepted: the
+        // whole request is read ahead, EOF included.
+        let data = pseudo_random_bytes(100 + 997 * i, i as u64);
+        let result = connect(conf.bind()).and_then(|mut s| {
+            s.write_all(&data)?;
+            s.shutdown(Shutdown::Write)?;
+            let mut got = Vec::new();
+            s.read_to_end(&mut got)?;
+            Ok(got)
+        });
+        match result {
+            Ok(got) if got == data => {}
+            Ok(got) => failures.push(format!(
+                "conn {i}: {} bytes back of {}",
+                got.len(),
+                data.len()
+            )),
+            Err(e) => failures.push(format!("conn {i}: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "failed connections: {failures:#?}");
+    assert_eq!(
+        echo.accepted(),
+        20,
+        "every client reached the echo server once"
+    );
+}
+
 #[test]
 fn weighted_round_robin_follows_the_weights_with_one_worker() {
     let dir = TempDir::new();

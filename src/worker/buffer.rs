@@ -185,33 +185,7 @@ impl Pipe {
                 }
             }
             if !self.eof && src_ready.read && self.end < BUF_SIZE && !self.splicing() {
-                let buf = self.buf.get_or_insert_with(|| pool.take());
-                let want = BUF_SIZE - self.end;
-                match src.read(&mut buf[self.end..]) {
-                    Ok(0) => {
-                        self.eof = true;
-                        progress = true;
-                    }
-                    Ok(n) => {
-                        self.end += n;
-                        progress = true;
-                        if n == BUF_SIZE {
-                            self.bulk = true;
-                        }
-                        if n < want && src_ready.fin {
-                            // Short read with the FIN already queued
-                            // behind the data: that is the EOF.
-                            self.eof = true;
-                        } else if n < want && !src_ready.read_closed {
-                            // Short read: the socket is drained; a new
-                            // arrival raises a new edge.
-                            src_ready.read = false;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => src_ready.read = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+                progress |= self.read_step(src, src_ready, pool)?;
             }
             if progress {
                 flow = Flow::Moved;
@@ -221,6 +195,99 @@ impl Pipe {
         }
         self.finish_step(dst, pool);
         Ok(flow)
+    }
+
+    /// One read into the buffer; true when bytes or the EOF came in.
+    fn read_step<R: Read>(
+        &mut self,
+        src: &mut R,
+        src_ready: &mut Ready,
+        pool: &mut Pool,
+    ) -> io::Result<bool> {
+        let buf = self.buf.get_or_insert_with(|| pool.take());
+        let want = BUF_SIZE - self.end;
+        let result = loop {
+            match src.read(&mut buf[self.end..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        match result {
+            Ok(0) => {
+                self.eof = true;
+                Ok(true)
+            }
+            Ok(n) => {
+                self.end += n;
+                if n == BUF_SIZE {
+                    self.bulk = true;
+                }
+                if n < want && src_ready.fin {
+                    // Short read with the FIN already queued behind the
+                    // data: that is the EOF.
+                    self.eof = true;
+                } else if n < want && !src_ready.read_closed {
+                    // Short read: the socket is drained; a new arrival
+                    // raises a new edge.
+                    src_ready.read = false;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                src_ready.read = false;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads what the source already sent, before there is a destination
+    /// (a new client, before its server is picked), so the first bytes can
+    /// go out with the server connection's handshake. Holds no buffer when
+    /// nothing came.
+    pub fn read_ahead<R: Read>(
+        &mut self,
+        src: &mut R,
+        src_ready: &mut Ready,
+        pool: &mut Pool,
+    ) -> io::Result<()> {
+        let result = if src_ready.read && !self.eof && self.buf.is_none() {
+            self.read_step(src, src_ready, pool).map(drop)
+        } else {
+            Ok(())
+        };
+        if self.end == self.start
+            && let Some(b) = self.buf.take()
+        {
+            pool.give(b);
+        }
+        result
+    }
+
+    /// Writes the buffered bytes once to `dst` (a connect in progress: a
+    /// write that succeeds proves it connected). `Ok(0)` when nothing was
+    /// buffered; WouldBlock while the connect is still in progress.
+    pub fn write_ahead<W: Write>(&mut self, dst: &mut W) -> io::Result<usize> {
+        let Some(b) = &self.buf else {
+            return Ok(0);
+        };
+        if self.end == self.start {
+            return Ok(0);
+        }
+        let n = loop {
+            match dst.write(&b[self.start..self.end]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                other => break other?,
+            }
+        };
+        self.start += n;
+        self.bytes += n as u64;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(n)
     }
 
     /// Returns idle resources and forwards EOF once everything is written.

@@ -341,9 +341,14 @@ impl Worker {
         slot.active.fetch_add(1, Relaxed);
         slot.total.fetch_add(1, Relaxed);
         self.live += 1;
+        // What the client sent already goes out with the server's handshake.
+        let read = conn.read_ahead(&mut self.pool);
         let serial = conn.serial;
         self.conns[idx] = Some(conn);
-        self.dispatch(idx, serial);
+        match read {
+            Ok(()) => self.dispatch(idx, serial),
+            Err(_) => self.close(idx, true),
+        }
     }
 
     /// Picks a server and starts connecting, queues, or closes the client.
@@ -358,10 +363,10 @@ impl Worker {
         let listen = &self.config.listens[listen_idx];
         let rt = &mut self.listens[listen_idx];
         let now_ms = shm::now_ms();
-        loop {
+        let sent = loop {
             let attempts = conn.tried.len() as u32;
             if attempts > listen.retries {
-                break;
+                break None;
             }
             let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, now_ms);
             let key = balance::client_key(conn.client_addr.ip());
@@ -369,7 +374,7 @@ impl Worker {
                 if conn.tried.is_empty() && view.all_full() && self.enqueue(idx) {
                     return;
                 }
-                break;
+                break None;
             };
             let g = rt.base + id;
             let addr = listen.servers[id].addr;
@@ -387,7 +392,7 @@ impl Worker {
                         .is_ok()
                     {
                         self.timers.push(deadline, idx, serial);
-                        return;
+                        break Some(conn.send_ahead());
                     }
                     cell.active.fetch_sub(1, Relaxed);
                     conn.server = None;
@@ -405,7 +410,7 @@ impl Worker {
                     if self.enqueue(idx) {
                         return;
                     }
-                    break;
+                    break None;
                 }
                 Err(_) => {
                     cell.active.fetch_sub(1, Relaxed);
@@ -414,9 +419,21 @@ impl Worker {
                     conn.server = None;
                 }
             }
+        };
+        match sent {
+            // No server: the client is closed.
+            None => self.close(idx, true),
+            Some(Ok(0)) => {}
+            Some(Ok(n)) => {
+                self.region
+                    .slot(self.slot)
+                    .bytes_in
+                    .fetch_add(n as u64, Relaxed);
+                self.progress(idx);
+            }
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Some(Err(_)) => self.connect_failed(idx),
         }
-        // No server: the client is closed.
-        self.close(idx, true);
     }
 
     /// Puts a client in its listen's queue (bounded by `queue.size`, and by
