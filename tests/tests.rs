@@ -33,6 +33,8 @@ mod status;
 mod supervise;
 // systemd notifications: READY, RELOADING/READY around a reload, STOPPING.
 mod systemd_notify;
+// TCP urgent data: every in-band byte around it is relayed, by copy and by splice.
+mod urgent;
 // Zero-downtime operations under load: reload variants, listeners added and
 // removed, worker count changes, 20 reloads, binary upgrade, worker crash, fd flood.
 mod zero_downtime;

@@ -96,6 +96,11 @@ pub struct Ready {
     /// byte before it was already queued, so a short read reached the EOF
     /// and the read that would return 0 is skipped.
     pub fin: bool,
+    /// Urgent (out-of-band) data is pending (EPOLLPRI): recv(2) stops short
+    /// at the urgent mark, so a short read proves neither "drained" nor
+    /// "EOF"; read on until WouldBlock or 0. The urgent byte itself is not
+    /// relayed (no SO_OOBINLINE), as with HAProxy and nginx.
+    pub urgent: bool,
 }
 
 /// One direction of a relayed connection.
@@ -226,7 +231,9 @@ impl Pipe {
                 if n == BUF_SIZE {
                     self.bulk = true;
                 }
-                if n < want && src_ready.fin {
+                if src_ready.urgent {
+                    // Possibly stopped at the urgent mark: read on.
+                } else if n < want && src_ready.fin {
                     // Short read with the FIN already queued behind the
                     // data: that is the EOF.
                     self.eof = true;
@@ -239,6 +246,7 @@ impl Pipe {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 src_ready.read = false;
+                src_ready.urgent = false;
                 Ok(false)
             }
             Err(e) => Err(e),
@@ -364,7 +372,10 @@ impl Pipe {
                     Err(e) => return Err(e.into()),
                 }
             }
-            if !self.eof && src_ready.read && self.in_pipe < PIPE_CAP {
+            // splice(2) cannot step over an urgent byte (it stops at the
+            // mark, for good): with one pending the direction goes back to
+            // recv(2), once the pipe is drained.
+            if !self.eof && src_ready.read && !src_ready.urgent && self.in_pipe < PIPE_CAP {
                 let want = PIPE_CAP - self.in_pipe;
                 match splice(src.as_fd(), None, pw, None, want, flags) {
                     Ok(0) => {
@@ -397,7 +408,7 @@ impl Pipe {
             // with nothing in flight. Setting TCP_NODELAY pushes it now.
             let _ = socket2::SockRef::from(&*dst).set_tcp_nodelay(true);
         }
-        if self.in_pipe == 0 && !src_ready.read && moved_in < BUF_SIZE {
+        if src_ready.urgent || (self.in_pipe == 0 && !src_ready.read && moved_in < BUF_SIZE) {
             // The burst is over and it was small: the next messages go by
             // read/write again, cheaper than splice for small ones (a read
             // that fills the buffer makes the direction bulk again).
@@ -671,5 +682,76 @@ mod tests {
             "after a small burst the direction is back on read/write"
         );
         assert!(p.spliced.is_none(), "the pipe went back to the pool");
+    }
+
+    /// Real loopback sockets: the sender's FIN is queued (epoll reports
+    /// EPOLLIN|EPOLLRDHUP, no error, so `fin` is set as Conn::on_event
+    /// does), but an urgent byte in the middle makes recv(2) stop short at
+    /// the urgent mark. That short read is not the EOF.
+    #[test]
+    fn a_short_read_at_the_urgent_mark_is_not_the_eof() {
+        use mio::{Events, Interest, Poll, Token};
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").expect("socket setup");
+        let client = socket2::Socket::from(
+            TcpStream::connect(l.local_addr().expect("socket setup")).expect("socket setup"),
+        );
+        let (server, _) = l.accept().expect("socket setup");
+        server.set_nonblocking(true).expect("socket setup");
+        let mut server = mio::net::TcpStream::from_std(server);
+        let mut poll = Poll::new().expect("socket setup");
+        poll.registry()
+            .register(
+                &mut server,
+                Token(1),
+                Interest::READABLE | Interest::PRIORITY,
+            )
+            .expect("socket setup");
+        client.send(b"abc").expect("socket setup");
+        client.send_out_of_band(b"X").expect("socket setup");
+        client.send(b"def").expect("socket setup");
+        client
+            .shutdown(std::net::Shutdown::Write)
+            .expect("socket setup");
+        let mut sr = Ready::default();
+        let mut events = Events::with_capacity(8);
+        while !sr.read_closed {
+            poll.poll(&mut events, None).expect("socket setup");
+            for ev in events.iter() {
+                sr.read |= ev.is_readable() || ev.is_read_closed();
+                sr.read_closed |= ev.is_read_closed() || ev.is_error();
+                sr.fin |= ev.is_read_closed() && !ev.is_error();
+                sr.urgent |= ev.is_priority();
+            }
+        }
+        assert!(sr.fin);
+        let mut dst = Fake {
+            write_budget: usize::MAX,
+            ..Fake::default()
+        };
+        let mut dr = Ready {
+            read: true,
+            write: true,
+            ..Ready::default()
+        };
+        let mut p = Pipe::default();
+        let mut pool = Pool::new();
+        let mut budget = usize::MAX;
+        while !p.shut {
+            p.pump(
+                &mut server,
+                &mut sr,
+                &mut dst,
+                &mut dr,
+                &mut pool,
+                &mut budget,
+            )
+            .expect("socket setup");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&dst.out),
+            "abcdef",
+            "bytes after the urgent mark were dropped (EOF forwarded early)"
+        );
     }
 }

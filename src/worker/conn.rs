@@ -143,6 +143,7 @@ impl Conn {
         r.write |= writable;
         r.read_closed |= closed;
         r.fin |= ev.is_read_closed() && !ev.is_error();
+        r.urgent |= ev.is_priority();
     }
 
     /// Reads what the client sent before its server is picked (see
@@ -274,60 +275,69 @@ impl Conn {
         }
     }
 
-    /// Client → server, by splice or by copy.
+    /// Client → server, by splice or by copy (a direction that leaves
+    /// splice, after a small burst or for urgent data, goes on by copy).
     fn pump_up(
         &mut self,
         server: &mut TcpStream,
         pool: &mut Pool,
         budget: &mut usize,
     ) -> io::Result<Flow> {
+        let mut flow = Flow::Idle;
         if self.up.splicing() {
-            self.up.pump_splice(
+            flow = self.up.pump_splice(
                 &self.client,
                 &mut self.client_ready,
                 server,
                 &mut self.server_ready,
                 pool,
                 budget,
-            )
-        } else {
-            self.up.pump(
-                &mut self.client,
-                &mut self.client_ready,
-                server,
-                &mut self.server_ready,
-                pool,
-                budget,
-            )
+            )?;
+            if self.up.splicing() {
+                return Ok(flow);
+            }
         }
+        let copied = self.up.pump(
+            &mut self.client,
+            &mut self.client_ready,
+            server,
+            &mut self.server_ready,
+            pool,
+            budget,
+        )?;
+        Ok(if copied == Flow::Moved { copied } else { flow })
     }
 
-    /// Server → client, by splice or by copy.
+    /// Server → client, the same way.
     fn pump_down(
         &mut self,
         server: &mut TcpStream,
         pool: &mut Pool,
         budget: &mut usize,
     ) -> io::Result<Flow> {
+        let mut flow = Flow::Idle;
         if self.down.splicing() {
-            self.down.pump_splice(
+            flow = self.down.pump_splice(
                 &*server,
                 &mut self.server_ready,
                 &mut self.client,
                 &mut self.client_ready,
                 pool,
                 budget,
-            )
-        } else {
-            self.down.pump(
-                server,
-                &mut self.server_ready,
-                &mut self.client,
-                &mut self.client_ready,
-                pool,
-                budget,
-            )
+            )?;
+            if self.down.splicing() {
+                return Ok(flow);
+            }
         }
+        let copied = self.down.pump(
+            server,
+            &mut self.server_ready,
+            &mut self.client,
+            &mut self.client_ready,
+            pool,
+            budget,
+        )?;
+        Ok(if copied == Flow::Moved { copied } else { flow })
     }
 
     /// Gives the buffers back (the connection is being dropped).

@@ -330,7 +330,7 @@ impl Worker {
             .register(
                 &mut conn.client,
                 token,
-                Interest::READABLE | Interest::WRITABLE,
+                Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
             )
             .is_err()
         {
@@ -388,7 +388,11 @@ impl Worker {
                     if self
                         .poll
                         .registry()
-                        .register(server, token, Interest::READABLE | Interest::WRITABLE)
+                        .register(
+                            server,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
+                        )
                         .is_ok()
                     {
                         self.timers.push(deadline, idx, serial);
