@@ -460,7 +460,17 @@ run_target() { # TARGET ROUND
 			return 0
 		fi
 	done
+	[[ $t == lbctl_w2 ]] && worker_split "$round"
 	stop_target
+}
+
+worker_split() { # ROUND: how SO_REUSEPORT spread the connections over the two workers
+	local split
+	split=$("$LBCTL" status --json -c "$TMP/lbctl_w2/lbctl.toml" 2>/dev/null | python3 -c '
+import json, sys
+totals = [w["total"] for w in json.load(sys.stdin)["workers"]]
+print(" / ".join(f"{100 * t / (sum(totals) or 1):.0f}%" for t in totals))') || split="unknown"
+	note "round $round: lbctl workers = 2 took the connections $split (per worker, from lbctl status)"
 }
 
 # ------------------------------------------------------------------ main
