@@ -13,6 +13,57 @@ use crate::util::{
     Conf, Lbctl, Master, ServerConf, TempDir, WAIT, connect, pseudo_random_bytes, wait_until,
 };
 
+/// A client streams `bulk` bytes through an echo server (the direction is
+/// spliced by then), then without pausing "abc", an urgent byte, "def" and
+/// (with `fin`) its FIN: the urgent mark is reached inside a splice turn,
+/// before epoll has reported EPOLLPRI. Returns the failed rounds.
+fn urgent_mid_splice(fin: bool) -> Vec<String> {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[])
+        .workers(1)
+        .listen(|l| l.servers(vec![ServerConf::new(echo.addr()).name("echo")]));
+    let _master = Master::start(&dir, &conf.write(&dir));
+    let mut failures = Vec::new();
+    for round in 0..40 {
+        let bulk = 256 * 1024 + round * 4099;
+        let mut sent = pseudo_random_bytes(bulk, round as u64);
+        sent.extend_from_slice(b"abcdef");
+        let mut stream = connect(conf.bind()).expect("connect");
+        let s = socket2::Socket::from(stream.try_clone().expect("clone the socket"));
+        let body = sent[..bulk].to_vec();
+        let writer = std::thread::spawn(move || {
+            let mut off = 0;
+            while off < body.len() {
+                off += s.send(&body[off..]).expect("send the bulk part");
+            }
+            s.send(b"abc").expect("send");
+            s.send_out_of_band(b"X").expect("send the urgent byte");
+            s.send(b"def").expect("send");
+            if fin {
+                s.shutdown(Shutdown::Write).expect("shutdown");
+            }
+        });
+        let mut got = Vec::new();
+        let end = if fin {
+            stream.read_to_end(&mut got).map(drop)
+        } else {
+            got.resize(sent.len(), 0);
+            stream.read_exact(&mut got)
+        };
+        writer.join().expect("writer thread");
+        if end.is_err() || got != sent {
+            failures.push(format!(
+                "round {round}: {:?}, got {} of {} bytes",
+                end.err(),
+                got.len(),
+                sent.len()
+            ));
+        }
+    }
+    failures
+}
+
 /// A client queued behind `max_conns = 1` sends `bulk` bytes, "abc", an
 /// urgent byte, "def" and (with `fin`) its FIN, so all of it is queued in the
 /// kernel before the worker reads any; then it is let through to an echo
@@ -89,4 +140,16 @@ fn an_urgent_byte_in_a_spliced_stream_neither_ends_nor_stalls_it() {
         assert_eq!(got.len(), sent.len(), "fin = {fin}");
         assert!(got == sent, "content differs (fin = {fin})");
     }
+}
+
+#[test]
+fn an_urgent_byte_and_a_fin_reached_while_splicing_do_not_truncate_the_stream() {
+    let failures = urgent_mid_splice(true);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[test]
+fn an_urgent_byte_reached_while_splicing_does_not_stall_the_stream() {
+    let failures = urgent_mid_splice(false);
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -349,7 +349,7 @@ impl Pipe {
                 let want = self.in_pipe;
                 // More is on its way while the source is readable: let the
                 // kernel fill whole segments (SPLICE_F_MORE, as MSG_MORE).
-                let more = src_ready.read && !self.eof;
+                let more = src_ready.read && !self.eof && !src_ready.urgent;
                 let out_flags = if more {
                     flags | SpliceFFlags::SPLICE_F_MORE
                 } else {
@@ -379,8 +379,11 @@ impl Pipe {
                 let want = PIPE_CAP - self.in_pipe;
                 match splice(src.as_fd(), None, pw, None, want, flags) {
                     Ok(0) => {
-                        self.eof = true;
-                        progress = true;
+                        // 0 is the EOF, or an urgent mark with the FIN
+                        // queued behind it (its EPOLLPRI may not be
+                        // harvested yet): let recv(2), which steps over
+                        // the mark, tell the two apart.
+                        src_ready.urgent = true;
                     }
                     Ok(n) => {
                         self.in_pipe += n;
