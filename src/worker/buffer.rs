@@ -167,30 +167,10 @@ impl Pipe {
         while *budget > 0 {
             let mut progress = false;
             if self.end > self.start && dst_ready.write {
-                let buf = match &self.buf {
-                    Some(b) => &b[self.start..self.end],
-                    None => &[][..],
-                };
-                let want = buf.len();
-                match dst.write(buf) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => {
-                        self.start += n;
-                        self.bytes += n as u64;
-                        *budget = budget.saturating_sub(n);
-                        progress = true;
-                        if n < want {
-                            // Short write: the send buffer is full.
-                            dst_ready.write = false;
-                        }
-                        if self.start == self.end {
-                            self.start = 0;
-                            self.end = 0;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst_ready.write = false,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                let n = self.write_step(dst, dst_ready)?;
+                if n > 0 {
+                    *budget = budget.saturating_sub(n);
+                    progress = true;
                 }
             }
             if !self.eof && src_ready.read && self.end < BUF_SIZE && !self.splicing() {
@@ -276,30 +256,53 @@ impl Pipe {
         result
     }
 
-    /// Writes the buffered bytes once to `dst` (a connect in progress: a
-    /// write that succeeds proves it connected). `Ok(0)` when nothing was
-    /// buffered; WouldBlock while the connect is still in progress.
-    pub fn write_ahead<W: Write>(&mut self, dst: &mut W) -> io::Result<usize> {
-        let Some(b) = &self.buf else {
-            return Ok(0);
+    /// One write of the buffered bytes; 0 when `dst` would block. The
+    /// write flag is cleared on WouldBlock and after a short write (the send
+    /// buffer is full).
+    fn write_step<W: Write>(&mut self, dst: &mut W, dst_ready: &mut Ready) -> io::Result<usize> {
+        let buf = match &self.buf {
+            Some(b) => &b[self.start..self.end],
+            None => &[][..],
         };
+        let want = buf.len();
+        loop {
+            return match dst.write(buf) {
+                Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.start += n;
+                    self.bytes += n as u64;
+                    if n < want {
+                        dst_ready.write = false;
+                    }
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    Ok(n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    dst_ready.write = false;
+                    Ok(0)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Writes the bytes read ahead once to `dst`, a connect in progress: a
+    /// write that succeeds proves it connected; 0 while it is still
+    /// connecting (or nothing was read ahead).
+    pub fn write_ahead<W: Write>(
+        &mut self,
+        dst: &mut W,
+        dst_ready: &mut Ready,
+    ) -> io::Result<usize> {
         if self.end == self.start {
             return Ok(0);
         }
-        let n = loop {
-            match dst.write(&b[self.start..self.end]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                other => break other?,
-            }
-        };
-        self.start += n;
-        self.bytes += n as u64;
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        Ok(n)
+        dst_ready.write = true;
+        self.write_step(dst, dst_ready)
     }
 
     /// Returns idle resources and forwards EOF once everything is written.
@@ -419,6 +422,33 @@ impl Pipe {
         }
         self.finish_step(dst, pool);
         Ok(flow)
+    }
+
+    /// Moves bytes by splice while the direction is bulk, else by copy; a
+    /// direction that leaves splice during the turn (a small burst, urgent
+    /// data) goes on by copy at once.
+    pub fn transfer<S, D>(
+        &mut self,
+        src: &mut S,
+        src_ready: &mut Ready,
+        dst: &mut D,
+        dst_ready: &mut Ready,
+        pool: &mut Pool,
+        budget: &mut usize,
+    ) -> io::Result<Flow>
+    where
+        S: Read + AsFd + Shutdown,
+        D: Write + AsFd + Shutdown,
+    {
+        let mut flow = Flow::Idle;
+        if self.splicing() {
+            flow = self.pump_splice(&*src, src_ready, dst, dst_ready, pool, budget)?;
+            if self.splicing() {
+                return Ok(flow);
+            }
+        }
+        let copied = self.pump(src, src_ready, dst, dst_ready, pool, budget)?;
+        Ok(if copied == Flow::Moved { copied } else { flow })
     }
 
     /// Returns the buffer to the pool (the connection is closing). A pipe

@@ -183,19 +183,18 @@ impl Conn {
         Ok(self.server.insert(stream))
     }
 
-    /// Sends the client bytes read ahead on the connect in progress. A
-    /// write that succeeds proves the connection is up (on loopback it
-    /// usually is by the time connect(2) returns), so relaying starts
-    /// without waiting for the connect's event. WouldBlock: still
-    /// connecting; another error: the connect failed.
+    /// Sends the client bytes read ahead on the connect in progress (see
+    /// [`Pipe::write_ahead`]): once some went out the connection is up (on
+    /// loopback it usually is by the time connect(2) returns), so relaying
+    /// starts without waiting for the connect's event. An error: the
+    /// connect failed.
     pub fn send_ahead(&mut self) -> io::Result<usize> {
         let Some(server) = self.server.as_mut() else {
             return Ok(0);
         };
-        let n = self.up.write_ahead(server)?;
+        let n = self.up.write_ahead(server, &mut self.server_ready)?;
         if n > 0 {
             self.phase = Phase::Relaying;
-            self.server_ready.write = true;
         }
         Ok(n)
     }
@@ -275,69 +274,38 @@ impl Conn {
         }
     }
 
-    /// Client → server, by splice or by copy (a direction that leaves
-    /// splice, after a small burst or for urgent data, goes on by copy).
+    /// Client → server.
     fn pump_up(
         &mut self,
         server: &mut TcpStream,
         pool: &mut Pool,
         budget: &mut usize,
     ) -> io::Result<Flow> {
-        let mut flow = Flow::Idle;
-        if self.up.splicing() {
-            flow = self.up.pump_splice(
-                &self.client,
-                &mut self.client_ready,
-                server,
-                &mut self.server_ready,
-                pool,
-                budget,
-            )?;
-            if self.up.splicing() {
-                return Ok(flow);
-            }
-        }
-        let copied = self.up.pump(
+        self.up.transfer(
             &mut self.client,
             &mut self.client_ready,
             server,
             &mut self.server_ready,
             pool,
             budget,
-        )?;
-        Ok(if copied == Flow::Moved { copied } else { flow })
+        )
     }
 
-    /// Server → client, the same way.
+    /// Server → client.
     fn pump_down(
         &mut self,
         server: &mut TcpStream,
         pool: &mut Pool,
         budget: &mut usize,
     ) -> io::Result<Flow> {
-        let mut flow = Flow::Idle;
-        if self.down.splicing() {
-            flow = self.down.pump_splice(
-                &*server,
-                &mut self.server_ready,
-                &mut self.client,
-                &mut self.client_ready,
-                pool,
-                budget,
-            )?;
-            if self.down.splicing() {
-                return Ok(flow);
-            }
-        }
-        let copied = self.down.pump(
+        self.down.transfer(
             server,
             &mut self.server_ready,
             &mut self.client,
             &mut self.client_ready,
             pool,
             budget,
-        )?;
-        Ok(if copied == Flow::Moved { copied } else { flow })
+        )
     }
 
     /// Gives the buffers back (the connection is being dropped).

@@ -427,6 +427,8 @@ impl Worker {
         match sent {
             // No server: the client is closed.
             None => self.close(idx, true),
+            // Nothing read ahead, or still connecting: the connect's event
+            // continues.
             Some(Ok(0)) => {}
             Some(Ok(n)) => {
                 self.region
@@ -435,7 +437,6 @@ impl Worker {
                     .fetch_add(n as u64, Relaxed);
                 self.progress(idx);
             }
-            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
             Some(Err(_)) => self.connect_failed(idx),
         }
     }
