@@ -12,6 +12,8 @@ Subcommands (all output goes to stdout, one value or line):
                                 request on each, write READY, hold them (at most MAX s)
   record FILE key=value ...     append one result (JSON line) and print it readably
   report FILE MD META NOTES     print the median table; write markdown to MD unless "-"
+  split                         read `lbctl status --json` on stdin, print each worker's
+                                share of the connections ("49% / 51%")
 """
 
 import json
@@ -273,6 +275,11 @@ def _table(header, rows):
     return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
 
 
+def split(status):
+    totals = [w["total"] for w in status["workers"]]
+    return " / ".join(f"{100 * t / (sum(totals) or 1):.0f}%" for t in totals)
+
+
 def report(path, md_path, meta_path, notes_path):
     results = []
     if os.path.exists(path):
@@ -409,6 +416,8 @@ def main(argv):
         return record(args[0], args[1:])
     elif cmd == "report":
         return report(*args[:4])
+    elif cmd == "split":
+        print(split(json.load(sys.stdin)))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -466,10 +466,7 @@ run_target() { # TARGET ROUND
 
 worker_split() { # ROUND: how SO_REUSEPORT spread the connections over the two workers
 	local split
-	split=$("$LBCTL" status --json -c "$TMP/lbctl_w2/lbctl.toml" 2>/dev/null | python3 -c '
-import json, sys
-totals = [w["total"] for w in json.load(sys.stdin)["workers"]]
-print(" / ".join(f"{100 * t / (sum(totals) or 1):.0f}%" for t in totals))') || split="unknown"
+	split=$("$LBCTL" status --json -c "$TMP/lbctl_w2/lbctl.toml" 2>/dev/null | helper split) || split="unknown"
 	note "round $round: lbctl workers = 2 took the connections $split (per worker, from lbctl status)"
 }
 
