@@ -6,6 +6,7 @@
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -75,6 +76,28 @@ fn named(addr: SocketAddr, name: &str) -> ServerConf {
     ServerConf::new(addr).name(name)
 }
 
+/// Starts the master on the config file `path` (waiting until it accepts)
+/// and returns it with a command wrapper on the same file.
+#[track_caller]
+fn start(dir: &TempDir, path: &Path) -> (Master, Lbctl) {
+    (Master::start(dir, path), Lbctl::new(dir, path))
+}
+
+/// Opens `n` connections through `bind`; every one must be answered by `name`.
+#[track_caller]
+fn assert_all_served_by(bind: SocketAddr, n: usize, name: &str, what: &str) {
+    let counts = tally(bind, n);
+    assert_eq!(count_of(&counts, name), n, "{what}: {counts:?}");
+}
+
+/// Waits until the server `name` is in `state`.
+#[track_caller]
+fn wait_server_state(lbctl: &Lbctl, name: &str, state: &str) {
+    wait_status(lbctl, &format!("{name} was never {state}"), |st| {
+        str_of(server(st, name), "state") == state
+    });
+}
+
 #[test]
 fn weighted_round_robin_one_two_three_splits_600_connections_by_weight() {
     let dir = TempDir::new();
@@ -88,9 +111,7 @@ fn weighted_round_robin_one_two_three_splits_600_connections_by_weight() {
             named(c.addr(), "c").weight(3),
         ])
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf.write(&dir));
 
     let counts = tally(conf.bind(), 600);
     assert_eq!(
@@ -135,9 +156,7 @@ fn least_connections_sends_new_connections_away_from_a_server_holding_many() {
             named(quick.addr(), "quick"),
         ])
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf.write(&dir));
 
     // Load the holder: with "quick" disabled every connection goes there.
     server_cmd(&lbctl, &["disable", "web/quick"]);
@@ -150,11 +169,11 @@ fn least_connections_sends_new_connections_away_from_a_server_holding_many() {
     });
     server_cmd(&lbctl, &["enable", "web/quick"]);
 
-    let counts = tally(conf.bind(), 30);
-    assert_eq!(
-        count_of(&counts, "quick"),
+    assert_all_served_by(
+        conf.bind(),
         30,
-        "every short connection should go to the idle server: {counts:?}"
+        "quick",
+        "every short connection should go to the idle server",
     );
     assert_eq!(
         holder.accepted(),
@@ -162,14 +181,6 @@ fn least_connections_sends_new_connections_away_from_a_server_holding_many() {
         "the loaded server got new connections"
     );
     drop(held);
-}
-
-fn state_of(lbctl: &Lbctl, name: &str) -> Option<String> {
-    let st = lbctl.try_status_json()?;
-    servers(&st, 0)
-        .iter()
-        .find(|s| str_of(s, "name") == name)
-        .map(|s| str_of(s, "state").to_string())
 }
 
 #[test]
@@ -188,9 +199,7 @@ fn backup_serves_only_while_both_primaries_are_down_and_hands_back_to_a_returnin
             named(spare.addr(), "backup").backup(),
         ])
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf.write(&dir));
 
     let counts = tally(conf.bind(), 20);
     assert_eq!(
@@ -206,52 +215,28 @@ fn backup_serves_only_while_both_primaries_are_down_and_hands_back_to_a_returnin
     // One primary stops: the other carries everything (retries cover the
     // moment before the check marks it down), the backup still nothing.
     p1.kill();
-    let counts = tally(conf.bind(), 10);
-    assert_eq!(count_of(&counts, "p2"), 10, "one primary left: {counts:?}");
-    let mut last = None;
-    wait_for("p1 was never marked down", || {
-        last = state_of(&lbctl, "p1");
-        last.as_deref() == Some("down")
-    });
-    let counts = tally(conf.bind(), 10);
-    assert_eq!(
-        count_of(&counts, "p2"),
-        10,
-        "one primary marked down: {counts:?}"
-    );
+    let bind = conf.bind();
+    assert_all_served_by(bind, 10, "p2", "one primary left");
+    wait_server_state(&lbctl, "p1", "down");
+    assert_all_served_by(bind, 10, "p2", "one primary marked down");
 
     // Both primaries stop: the backup takes over.
     drop(p2);
-    let counts = tally(conf.bind(), 10);
-    assert_eq!(
-        count_of(&counts, "backup"),
-        10,
-        "no primary left: {counts:?}"
-    );
-    wait_for("p2 was never marked down", || {
-        last = state_of(&lbctl, "p2");
-        last.as_deref() == Some("down")
-    });
-    let counts = tally(conf.bind(), 10);
-    assert_eq!(
-        count_of(&counts, "backup"),
-        10,
-        "both primaries down: {counts:?}"
-    );
+    assert_all_served_by(bind, 10, "backup", "no primary left");
+    wait_server_state(&lbctl, "p2", "down");
+    assert_all_served_by(bind, 10, "backup", "both primaries down");
 
     // p1 comes back on its address: once it is up, it has all the traffic.
     let p1_again = Backend::fixed_at(p1_addr, "p1-again");
-    wait_for("the returning p1 was never marked up", || {
-        last = state_of(&lbctl, "p1");
-        last.as_deref() == Some("up")
-    });
-    let counts = tally(conf.bind(), 20);
-    assert_eq!(
-        count_of(&counts, "p1-again"),
+    wait_server_state(&lbctl, "p1", "up");
+    assert_all_served_by(
+        bind,
         20,
-        "a primary is back, the backup should be idle: {counts:?}"
+        "p1-again",
+        "a primary is back, the backup should be idle",
     );
-    assert_eq!(state_of(&lbctl, "p2").as_deref(), Some("down"));
+    let st = lbctl.status_json();
+    assert_eq!(str_of(server(&st, "p2"), "state"), "down", "{st:#}");
     drop(p1_again);
 }
 
@@ -280,9 +265,7 @@ fn source_hash_keeps_each_client_on_its_server_across_a_reload() {
             named(c.addr(), "c"),
         ])
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf.write(&dir));
     let clients: Vec<IpAddr> = (2..=25)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
         .collect();
@@ -333,8 +316,7 @@ fn max_conns_skips_a_full_server_then_queues_until_a_held_connection_is_released
         .server(a.addr(), "max_conns = 2")
         .server(b.addr(), "max_conns = 2")
         .write(&conf, &dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &path);
     let bind = conf.bind();
 
     // `first` fills a up to its max_conns ...
@@ -401,8 +383,7 @@ fn queued_connection_is_closed_at_the_queue_timeout_and_counted_as_refused() {
         .server(a.addr(), "max_conns = 1")
         .server(b.addr(), "max_conns = 1")
         .write(&conf, &dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &path);
     let bind = conf.bind();
 
     let held = open_n(bind, 2);
@@ -444,9 +425,7 @@ fn weight_zero_gets_nothing_and_a_runtime_weight_stops_and_restores_traffic() {
             named(c.addr(), "c"),
         ])
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf.write(&dir));
 
     let counts = tally(conf.bind(), 40);
     assert_eq!(
@@ -462,11 +441,11 @@ fn weight_zero_gets_nothing_and_a_runtime_weight_stops_and_restores_traffic() {
     server_cmd(&lbctl, &["weight", "web/b", "0"]);
     let st = lbctl.status_json();
     assert_eq!(u64_of(server(&st, "b"), "weight"), 0, "{st:#}");
-    let counts = tally(conf.bind(), 30);
-    assert_eq!(
-        count_of(&counts, "c"),
+    assert_all_served_by(
+        conf.bind(),
         30,
-        "after weight web/b 0 only c may serve: {counts:?}"
+        "c",
+        "after weight web/b 0 only c may serve",
     );
 
     server_cmd(&lbctl, &["weight", "web/b", "3"]);
@@ -493,9 +472,7 @@ fn status_shows_each_servers_weight_active_and_total() {
             named(b.addr(), "b").weight(5),
         ])
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf.write(&dir));
 
     let st = lbctl.status_json();
     for (name, weight) in [("a", 2), ("b", 5)] {
