@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -13,8 +14,8 @@ use nix::sys::signal::Signal;
 use crate::util::backend::Backend;
 use crate::util::loadgen::{Extra, open_n};
 use crate::util::{
-    Conf, Lbctl, Master, ServerConf, TempDir, WAIT, connect, kill_master_tree, proc_stat,
-    wait_until, write_file,
+    Conf, DaemonGuard, Lbctl, Master, ServerConf, TempDir, WAIT, connect, kill_master_tree,
+    proc_stat, wait_until, write_file,
 };
 
 /// Opens `n` echo connections through the balancer, each checked once.
@@ -28,6 +29,39 @@ fn open_echo(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
             s
         })
         .collect()
+}
+
+/// A running 1-worker balancer over one echo backend. Fields drop in order:
+/// the master goes first, the temp dir last.
+struct EchoBalancer {
+    master: Master,
+    lbctl: Lbctl,
+    path: PathBuf,
+    conf: Conf,
+    echo: Backend,
+    dir: TempDir,
+}
+
+/// Starts an [`EchoBalancer`]; `drain` sets `master.drain_timeout`.
+#[track_caller]
+fn start_echo(drain: Option<&str>) -> EchoBalancer {
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let mut conf = Conf::new(&dir, &[echo.addr()]).workers(1);
+    if let Some(d) = drain {
+        conf = conf.drain_timeout(d);
+    }
+    let path = conf.write(&dir);
+    let master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    EchoBalancer {
+        master,
+        lbctl,
+        path,
+        conf,
+        echo,
+        dir,
+    }
 }
 
 /// How many of `conns` still echo a byte.
@@ -44,54 +78,39 @@ fn still_relaying(conns: &mut [TcpStream]) -> usize {
 
 #[test]
 fn connections_lists_hundreds_of_connections_without_disturbing_the_worker() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
-    let path = conf.write(&dir);
-    let master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    let workers = master.workers();
-    let mut conns = open_echo(conf.bind(), 600);
-    let out = lbctl.run("connections", &["--json"]);
+    let b = start_echo(None);
+    let workers = b.master.workers();
+    let mut conns = open_echo(b.conf.bind(), 600);
+    let out = b.lbctl.run("connections", &["--json"]);
     out.assert_success();
     let rows = out.json()["connections"].as_array().map_or(0, |a| a.len());
     assert_eq!(rows, 600, "every connection listed");
-    assert_eq!(master.workers(), workers, "the worker was replaced");
+    assert_eq!(b.master.workers(), workers, "the worker was replaced");
     assert_eq!(still_relaying(&mut conns), 600);
 }
 
 #[test]
 fn a_reload_signal_during_a_graceful_stop_does_not_cancel_it() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()])
-        .workers(1)
-        .drain_timeout("2s");
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
-    let _open = open_echo(conf.bind(), 1);
-    master.signal(Signal::SIGQUIT);
-    master.signal(Signal::SIGHUP);
+    let mut b = start_echo(Some("2s"));
+    let _open = open_echo(b.conf.bind(), 1);
+    b.master.signal(Signal::SIGQUIT);
+    b.master.signal(Signal::SIGHUP);
     assert!(
-        master.wait_exit(Duration::from_secs(15)).is_some(),
+        b.master.wait_exit(Duration::from_secs(15)).is_some(),
         "master still running after SIGQUIT + SIGHUP:\n{}",
-        master.stderr()
+        b.master.stderr()
     );
 }
 
 #[test]
 fn a_reload_signal_after_a_fast_stop_does_not_cancel_it() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
-    master.signal(Signal::SIGTERM);
-    master.signal(Signal::SIGHUP);
+    let mut b = start_echo(None);
+    b.master.signal(Signal::SIGTERM);
+    b.master.signal(Signal::SIGHUP);
     assert!(
-        master.wait_exit(Duration::from_secs(15)).is_some(),
+        b.master.wait_exit(Duration::from_secs(15)).is_some(),
         "master still running after SIGTERM + SIGHUP:\n{}",
-        master.stderr()
+        b.master.stderr()
     );
 }
 
@@ -114,26 +133,20 @@ fn lbctl_processes_for(path: &std::path::Path, except: i32) -> Vec<i32> {
 
 #[test]
 fn a_stop_during_a_binary_upgrade_leaves_no_master_behind() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()])
-        .workers(1)
-        .drain_timeout("2s");
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
-    let old = master.pid();
-    master.signal(Signal::SIGUSR2);
-    master.signal(Signal::SIGQUIT);
-    assert!(master.wait_exit(Duration::from_secs(15)).is_some());
-    let gone = wait_until(WAIT, || lbctl_processes_for(&path, old).is_empty());
-    let left = lbctl_processes_for(&path, old);
+    let mut b = start_echo(Some("2s"));
+    let old = b.master.pid();
+    b.master.signal(Signal::SIGUSR2);
+    b.master.signal(Signal::SIGQUIT);
+    assert!(b.master.wait_exit(Duration::from_secs(15)).is_some());
+    let gone = wait_until(WAIT, || lbctl_processes_for(&b.path, old).is_empty());
+    let left = lbctl_processes_for(&b.path, old);
     for &p in &left {
         kill_master_tree(p, Duration::from_secs(2));
     }
     assert!(
         gone,
         "a stop during an upgrade left {left:?} running:\n{}",
-        master.stderr()
+        b.master.stderr()
     );
 }
 
@@ -170,16 +183,14 @@ fn a_client_waiting_in_the_queue_survives_a_reload() {
 
 #[test]
 fn a_second_balancer_cannot_share_the_port() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
+    let b = start_echo(None);
     // Another instance: its own pid file and socket, the same bind.
     let other_dir = TempDir::new();
-    let mut other = Conf::new(&other_dir, &[echo.addr()]).workers(1);
-    other.listens[0].bind = conf.bind();
+    let mut other = Conf::new(&other_dir, &[b.echo.addr()]).workers(1);
+    other.listens[0].bind = b.conf.bind();
     let other_path = other.write(&other_dir);
+    // Should `start -d` succeed after all, its daemon is killed on drop.
+    let _guard = DaemonGuard::new(&other);
     Lbctl::new(&other_dir, &other_path)
         .run("start", &["-d"])
         .assert_code(2)
@@ -196,6 +207,8 @@ fn a_master_file_pointing_at_the_config_is_refused_and_the_config_survives() {
         &format!("control_socket = \"{}\"", path.display()),
     );
     write_file(&path, &text);
+    // Should `start -d` succeed after all, its daemon is killed on drop.
+    let _guard = DaemonGuard::new(&conf);
     let lbctl = Lbctl::new(&dir, &path);
     lbctl
         .run("check", &[])
@@ -210,34 +223,25 @@ fn a_master_file_pointing_at_the_config_is_refused_and_the_config_survives() {
 
 #[test]
 fn a_syntax_error_in_the_file_is_reported_by_reload_and_status_still_works() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    let mut text = std::fs::read_to_string(&path).expect("read config");
+    let b = start_echo(None);
+    let mut text = std::fs::read_to_string(&b.path).expect("read config");
     text.push_str("oops = [\n");
-    write_file(&path, &text);
-    lbctl
+    write_file(&b.path, &text);
+    b.lbctl
         .run("reload", &[])
         .assert_code(1)
         .assert_contains("line");
-    lbctl.run("status", &[]).assert_success();
-    assert_eq!(lbctl.status_json()["generation"], 1);
+    b.lbctl.run("status", &[]).assert_success();
+    assert_eq!(b.lbctl.status_json()["generation"], 1);
 }
 
 #[test]
 fn reload_of_another_file_is_refused() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
+    let b = start_echo(None);
     // Same master sections (so the same control socket), another file.
-    let other = dir.join("other.toml");
-    write_file(&other, &std::fs::read_to_string(&path).expect("read"));
-    Lbctl::new(&dir, &other)
+    let other = b.dir.join("other.toml");
+    write_file(&other, &std::fs::read_to_string(&b.path).expect("read"));
+    Lbctl::new(&b.dir, &other)
         .run("reload", &[])
         .assert_failure()
         .assert_contains("this master runs");
@@ -245,19 +249,15 @@ fn reload_of_another_file_is_refused() {
 
 #[test]
 fn a_silent_control_client_does_not_hold_up_status() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let _silent = std::os::unix::net::UnixStream::connect(&conf.control_socket)
+    let b = start_echo(None);
+    let _silent = std::os::unix::net::UnixStream::connect(&b.conf.control_socket)
         .expect("connect to the control socket");
-    let mut flood = std::os::unix::net::UnixStream::connect(&conf.control_socket)
+    let mut flood = std::os::unix::net::UnixStream::connect(&b.conf.control_socket)
         .expect("connect to the control socket");
     flood
         .set_write_timeout(Some(Duration::from_secs(1)))
         .expect("timeout");
     // The master reads one request and no more: the socket may fill up.
     let _ = flood.write_all(&b"{\"cmd\":\"status\"}\n".repeat(10_000));
-    Lbctl::new(&dir, &path).run("status", &[]).assert_success();
+    b.lbctl.run("status", &[]).assert_success();
 }
