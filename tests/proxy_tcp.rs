@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 
 use crate::util::backend::{Backend, refusing_addr};
 use crate::util::{
-    Conf, Master, ServerConf, TempDir, connect, fetch, fetch_ok, pseudo_random_bytes,
+    Conf, Master, ServerConf, TempDir, WAIT, connect, fetch, fetch_ok, pseudo_random_bytes,
+    wait_until,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -103,11 +104,24 @@ fn backend_reply_sent_after_client_eof_reaches_the_client() {
     assert!(got == data, "reply content differs");
 }
 
-fn tally(bind: std::net::SocketAddr, n: usize) -> (Vec<String>, HashMap<String, usize>) {
+/// Starts a balancer over one fixed-reply backend per entry of `replies`
+/// (`setup` adjusts the config, given the backends' addresses), opens `n`
+/// connections through it one by one and returns the replies in order and
+/// counted.
+fn tally_replies(
+    replies: &[&str],
+    n: usize,
+    setup: impl FnOnce(Conf, &[SocketAddr]) -> Conf,
+) -> (Vec<String>, HashMap<String, usize>) {
+    let dir = TempDir::new();
+    let backends: Vec<Backend> = replies.iter().map(|r| Backend::fixed(r)).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(Backend::addr).collect();
+    let conf = setup(Conf::new(&dir, &addrs), &addrs);
+    let _master = Master::start(&dir, &conf.write(&dir));
     let mut seq = Vec::new();
     let mut counts = HashMap::new();
     for _ in 0..n {
-        let r = fetch_ok(bind);
+        let r = fetch_ok(conf.bind());
         *counts.entry(r.clone()).or_insert(0) += 1;
         seq.push(r);
     }
@@ -116,13 +130,7 @@ fn tally(bind: std::net::SocketAddr, n: usize) -> (Vec<String>, HashMap<String, 
 
 #[test]
 fn round_robin_alternates_exactly_with_one_worker() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).workers(1);
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (seq, counts) = tally(conf.bind(), 12);
+    let (seq, counts) = tally_replies(&["A", "B"], 12, |c, _| c.workers(1));
     assert_eq!(counts.len(), 2, "both backends must answer: {seq:?}");
     for pair in seq.windows(2) {
         assert_ne!(pair[0], pair[1], "round robin repeated a server: {seq:?}");
@@ -134,13 +142,7 @@ fn round_robin_alternates_exactly_with_one_worker() {
 
 #[test]
 fn round_robin_with_two_workers_uses_both_servers_evenly() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).workers(2);
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (seq, counts) = tally(conf.bind(), 40);
+    let (seq, counts) = tally_replies(&["A", "B"], 40, |c, _| c.workers(2));
     let na = counts.get("A").copied().unwrap_or(0);
     let nb = counts.get("B").copied().unwrap_or(0);
     assert_eq!(na + nb, 40, "unexpected replies: {seq:?}");
@@ -153,13 +155,7 @@ fn round_robin_with_two_workers_uses_both_servers_evenly() {
 
 #[test]
 fn random_uses_both_servers() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).listen(|l| l.balance("random"));
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (seq, counts) = tally(conf.bind(), 40);
+    let (seq, counts) = tally_replies(&["A", "B"], 40, |c, _| c.listen(|l| l.balance("random")));
     let na = counts.get("A").copied().unwrap_or(0);
     let nb = counts.get("B").copied().unwrap_or(0);
     assert_eq!(na + nb, 40, "unexpected replies: {seq:?}");
@@ -236,48 +232,29 @@ fn bytes_sent_before_accept_reach_the_next_server_after_a_refusal() {
 
 #[test]
 fn weighted_round_robin_follows_the_weights_with_one_worker() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
-        .workers(1)
-        .listen(|l| {
+    let (seq, counts) = tally_replies(&["A", "B"], 30, |c, addrs| {
+        c.workers(1).listen(|l| {
             l.balance("weighted_round_robin").servers(vec![
-                ServerConf::new(a.addr()).weight(1),
-                ServerConf::new(b.addr()).weight(2),
+                ServerConf::new(addrs[0]).weight(1),
+                ServerConf::new(addrs[1]).weight(2),
             ])
-        });
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (seq, counts) = tally(conf.bind(), 30);
+        })
+    });
     assert_eq!(counts.get("A").copied(), Some(10), "{seq:?}");
     assert_eq!(counts.get("B").copied(), Some(20), "{seq:?}");
 }
 
 #[test]
 fn first_sends_everything_to_the_first_server() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()]).listen(|l| l.balance("first"));
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (seq, counts) = tally(conf.bind(), 10);
+    let (seq, counts) = tally_replies(&["A", "B"], 10, |c, _| c.listen(|l| l.balance("first")));
     assert_eq!(counts.get("A").copied(), Some(10), "{seq:?}");
 }
 
 #[test]
 fn source_hash_sends_one_client_address_to_one_server_across_workers() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let b = Backend::fixed("B");
-    let c = Backend::fixed("C");
-    let conf = Conf::new(&dir, &[a.addr(), b.addr(), c.addr()])
-        .workers(2)
-        .listen(|l| l.balance("source_hash"));
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (seq, counts) = tally(conf.bind(), 20);
+    let (seq, counts) = tally_replies(&["A", "B", "C"], 20, |c, _| {
+        c.workers(2).listen(|l| l.balance("source_hash"))
+    });
     assert_eq!(
         counts.len(),
         1,
@@ -285,40 +262,35 @@ fn source_hash_sends_one_client_address_to_one_server_across_workers() {
     );
 }
 
-/// Opens `n` connections one by one, each held open by a hold backend, waiting
-/// for a backend to accept each before opening the next; returns the clients
-/// and how many each backend holds.
-fn open_held(
-    bind: std::net::SocketAddr,
-    backends: &[&Backend],
-    n: usize,
-) -> (Vec<std::net::TcpStream>, Vec<usize>) {
+/// Starts a 2-worker balancer with `balance` over two hold backends, opens
+/// `n` connections one by one (waiting for a backend to accept each before
+/// opening the next) and returns how many each backend holds with all open.
+fn held_per_backend(balance: &str, n: usize) -> Vec<usize> {
+    let dir = TempDir::new();
+    let backends = [Backend::hold(), Backend::hold()];
+    let addrs: Vec<SocketAddr> = backends.iter().map(Backend::addr).collect();
+    let conf = Conf::new(&dir, &addrs)
+        .workers(2)
+        .listen(|l| l.balance(balance));
+    let _master = Master::start(&dir, &conf.write(&dir));
     let mut clients = Vec::new();
     for i in 0..n {
-        let s = connect(bind).expect("connect to balancer");
-        clients.push(s);
-        let reached = crate::util::wait_until(crate::util::WAIT, || {
-            backends.iter().map(|b| b.open_connections()).sum::<usize>() == i + 1
+        clients.push(connect(conf.bind()).expect("connect to balancer"));
+        let reached = wait_until(WAIT, || {
+            backends
+                .iter()
+                .map(Backend::open_connections)
+                .sum::<usize>()
+                == i + 1
         });
         assert!(reached, "connection {i} never reached a backend");
     }
-    (
-        clients,
-        backends.iter().map(|b| b.open_connections()).collect(),
-    )
+    backends.iter().map(Backend::open_connections).collect()
 }
 
 #[test]
 fn least_connections_spreads_open_connections_across_workers() {
-    let dir = TempDir::new();
-    let a = Backend::hold();
-    let b = Backend::hold();
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
-        .workers(2)
-        .listen(|l| l.balance("least_connections"));
-    let _master = Master::start(&dir, &conf.write(&dir));
-
-    let (_clients, held) = open_held(conf.bind(), &[&a, &b], 4);
+    let held = held_per_backend("least_connections", 4);
     assert_eq!(
         held,
         vec![2, 2],
@@ -328,16 +300,8 @@ fn least_connections_spreads_open_connections_across_workers() {
 
 #[test]
 fn power_of_two_with_two_servers_balances_open_connections() {
-    let dir = TempDir::new();
-    let a = Backend::hold();
-    let b = Backend::hold();
-    let conf = Conf::new(&dir, &[a.addr(), b.addr()])
-        .workers(2)
-        .listen(|l| l.balance("power_of_two"));
-    let _master = Master::start(&dir, &conf.write(&dir));
-
     // With two servers both are always the candidates: the less loaded wins.
-    let (_clients, held) = open_held(conf.bind(), &[&a, &b], 4);
+    let held = held_per_backend("power_of_two", 4);
     assert_eq!(
         held,
         vec![2, 2],
