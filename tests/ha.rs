@@ -19,8 +19,8 @@ use serde_json::Value;
 use crate::util::json::{servers, str_of, u64_of, worker_rows};
 use crate::util::scripted::{Scripted, greet, whoami};
 use crate::util::{
-    CmdOutput, Conf, Lbctl, Master, ServerConf, TempDir, WAIT, exchange, pid_alive, signal,
-    wait_until, write_file,
+    CmdOutput, Conf, Lbctl, ListenConf, Master, ServerConf, TempDir, WAIT, exchange, pid_alive,
+    signal, wait_until, write_file,
 };
 
 // ---------------------------------------------------------------------------
@@ -34,6 +34,21 @@ fn write_with_listen_keys(dir: &TempDir, conf: &Conf, extra: &str) -> PathBuf {
     let path = dir.join("lbctl.toml");
     write_file(&path, &format!("{}{extra}\n", conf.to_toml()));
     path
+}
+
+/// Starts a 2-worker balancer over `servers` (in that order), its listen
+/// adjusted by `listen`; returns the config, the master and a command wrapper.
+#[track_caller]
+fn start_two_workers(
+    dir: &TempDir,
+    servers: &[SocketAddr],
+    listen: impl FnOnce(ListenConf) -> ListenConf,
+) -> (Conf, Master, Lbctl) {
+    let conf = Conf::new(dir, servers).workers(2).listen(listen);
+    let path = conf.write(dir);
+    let master = Master::start(dir, &path);
+    let lbctl = Lbctl::new(dir, &path);
+    (conf, master, lbctl)
 }
 
 /// The status row of the server whose `name` or `addr` is `who`, in listen 0.
@@ -212,14 +227,11 @@ fn backend_killed_under_load_fails_no_client_and_is_taken_back_when_it_returns()
     let a = Scripted::fixed("A");
     let b = Scripted::fixed("B");
     let a_addr = a.addr();
-    let conf = Conf::new(&dir, &[a_addr, b.addr()]).workers(2).listen(|l| {
+    let (conf, master, lbctl) = start_two_workers(&dir, &[a_addr, b.addr()], |l| {
         l.retries(2).health(
             "{ kind = \"tcp\", interval = \"100ms\", timeout = \"500ms\", rise = 1, fall = 2 }",
         )
     });
-    let path = conf.write(&dir);
-    let master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
     let a_s = a_addr.to_string();
     wait_server(&lbctl, &a_s, "checked ok", |r| check_of(r) == "ok");
 
@@ -292,16 +304,11 @@ fn http_check_marks_a_503_backend_down_although_its_port_accepts() {
     let dir = TempDir::new();
     let bad = Scripted::http("503 Service Unavailable", "bad");
     let good = Scripted::http("200 OK", "good");
-    let conf = Conf::new(&dir, &[bad.addr(), good.addr()])
-        .workers(2)
-        .listen(|l| {
-            l.retries(0).health(
-                "{ kind = \"http\", path = \"/health\", expect_status = \"200-399\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }",
-            )
-        });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (conf, _master, lbctl) = start_two_workers(&dir, &[bad.addr(), good.addr()], |l| {
+        l.retries(0).health(
+            "{ kind = \"http\", path = \"/health\", expect_status = \"200-399\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }",
+        )
+    });
 
     let down = wait_state(&lbctl, &bad.addr().to_string(), "down");
     assert!(
@@ -334,16 +341,11 @@ fn send_expect_check_marks_an_err_reply_down_and_a_pong_reply_up() {
     let dir = TempDir::new();
     let err = Scripted::line_reply("-ERR unknown command\r\n");
     let pong = Scripted::line_reply("+PONG\r\n");
-    let conf = Conf::new(&dir, &[err.addr(), pong.addr()])
-        .workers(2)
-        .listen(|l| {
-            l.health(
-                "{ kind = \"send_expect\", send = \"PING\\r\\n\", expect = \"+PONG\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }",
-            )
-        });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_conf, _master, lbctl) = start_two_workers(&dir, &[err.addr(), pong.addr()], |l| {
+        l.health(
+            "{ kind = \"send_expect\", send = \"PING\\r\\n\", expect = \"+PONG\", interval = \"100ms\", timeout = \"1s\", rise = 1, fall = 1 }",
+        )
+    });
 
     let down = wait_state(&lbctl, &err.addr().to_string(), "down");
     assert!(
@@ -376,16 +378,11 @@ fn hung_backend_times_its_check_out_while_the_master_keeps_answering() {
     let dir = TempDir::new();
     let hung = Scripted::silent();
     let good = Scripted::http("200 OK", "good");
-    let conf = Conf::new(&dir, &[hung.addr(), good.addr()])
-        .workers(2)
-        .listen(|l| {
-            l.health(
-                "{ kind = \"http\", path = \"/health\", interval = \"100ms\", timeout = \"500ms\", rise = 1, fall = 1 }",
-            )
-        });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_conf, _master, lbctl) = start_two_workers(&dir, &[hung.addr(), good.addr()], |l| {
+        l.health(
+            "{ kind = \"http\", path = \"/health\", interval = \"100ms\", timeout = \"500ms\", rise = 1, fall = 1 }",
+        )
+    });
 
     let down = wait_state(&lbctl, &hung.addr().to_string(), "down");
     assert!(
@@ -425,33 +422,36 @@ fn hung_backend_times_its_check_out_while_the_master_keeps_answering() {
 // 4. Runtime admin state
 // ---------------------------------------------------------------------------
 
-/// A 2-worker round-robin balancer over greeters named `a` and `b`.
+/// A running 2-worker round-robin balancer over greeters named `a` and `b`.
+/// Fields drop in order: the master goes first, the temp dir last.
 struct Pair {
-    dir: TempDir,
+    master: Master,
+    lbctl: Lbctl,
+    conf: Conf,
     a: Scripted,
     b: Scripted,
-    conf: Conf,
-    path: PathBuf,
+    _dir: TempDir,
 }
 
 impl Pair {
-    fn new() -> Pair {
+    #[track_caller]
+    fn start() -> Pair {
         let dir = TempDir::new();
         let a = Scripted::greeter("a");
         let b = Scripted::greeter("b");
-        let conf = Conf::new(&dir, &[]).workers(2).listen(|l| {
+        let (conf, master, lbctl) = start_two_workers(&dir, &[], |l| {
             l.servers(vec![
                 ServerConf::new(a.addr()).name("a"),
                 ServerConf::new(b.addr()).name("b"),
             ])
         });
-        let path = conf.write(&dir);
         Pair {
-            dir,
+            master,
+            lbctl,
+            conf,
             a,
             b,
-            conf,
-            path,
+            _dir: dir,
         }
     }
 
@@ -472,9 +472,8 @@ impl Pair {
 
 #[test]
 fn disable_drain_and_enable_steer_new_connections_at_once() {
-    let p = Pair::new();
-    let _master = Master::start(&p.dir, &p.path);
-    let lbctl = Lbctl::new(&p.dir, &p.path);
+    let p = Pair::start();
+    let lbctl = &p.lbctl;
     let names = p.names(10);
     assert!(
         names.iter().any(|n| n == "a") && names.iter().any(|n| n == "b"),
@@ -482,7 +481,7 @@ fn disable_drain_and_enable_steer_new_connections_at_once() {
     );
 
     // `server list` prints both servers.
-    let list = server_cmd(&lbctl, &["list"]);
+    let list = server_cmd(lbctl, &["list"]);
     list.assert_success()
         .assert_contains("web/a")
         .assert_contains("web/b")
@@ -490,17 +489,17 @@ fn disable_drain_and_enable_steer_new_connections_at_once() {
         .assert_contains(&p.b.addr().to_string());
 
     // disable: the very next connections all go to b.
-    server_cmd(&lbctl, &["disable", "web/a"]).assert_success();
+    server_cmd(lbctl, &["disable", "web/a"]).assert_success();
     let names = p.names(10);
     assert!(names.iter().all(|n| n == "b"), "a still picked: {names:?}");
     let row = server_row(&lbctl.status_json(), "a").expect("a row");
     assert_eq!(state_of(&row), "disabled", "{row:#}");
-    server_cmd(&lbctl, &["list"])
+    server_cmd(lbctl, &["list"])
         .assert_success()
         .assert_contains("disabled");
 
     // enable: a takes traffic again.
-    server_cmd(&lbctl, &["enable", "web/a"]).assert_success();
+    server_cmd(lbctl, &["enable", "web/a"]).assert_success();
     let names = p.names(10);
     assert!(names.iter().any(|n| n == "a"), "a not back: {names:?}");
     assert_eq!(
@@ -520,13 +519,13 @@ fn disable_drain_and_enable_steer_new_connections_at_once() {
     let mut held = held.expect("no connection reached a in 4 tries");
     // Drain by address this time (SERVER is a name or an address).
     let target = format!("web/{}", p.a.addr());
-    server_cmd(&lbctl, &["drain", &target]).assert_success();
+    server_cmd(lbctl, &["drain", &target]).assert_success();
     let names = p.names(10);
     assert!(
         names.iter().all(|n| n == "b"),
         "draining a still picked: {names:?}"
     );
-    let row = wait_server(&lbctl, "a", "draining with 1 active", |r| {
+    let row = wait_server(lbctl, "a", "draining with 1 active", |r| {
         state_of(r) == "draining" && u64_of(r, "active") == 1
     });
     assert_eq!(str_of(&row, "addr"), p.a.addr().to_string());
@@ -537,11 +536,11 @@ fn disable_drain_and_enable_steer_new_connections_at_once() {
         .expect("echo on the drained connection");
     assert_eq!(&echo, b"still here");
     drop(held);
-    wait_server(&lbctl, "a", "draining with 0 active", |r| {
+    wait_server(lbctl, "a", "draining with 0 active", |r| {
         state_of(r) == "draining" && u64_of(r, "active") == 0
     });
 
-    server_cmd(&lbctl, &["enable", "web/a"]).assert_success();
+    server_cmd(lbctl, &["enable", "web/a"]).assert_success();
     let names = p.names(10);
     assert!(
         names.iter().any(|n| n == "a"),
@@ -551,17 +550,16 @@ fn disable_drain_and_enable_steer_new_connections_at_once() {
 
 #[test]
 fn server_command_on_an_unknown_server_fails_with_a_clear_message() {
-    let p = Pair::new();
-    let _master = Master::start(&p.dir, &p.path);
-    let lbctl = Lbctl::new(&p.dir, &p.path);
+    let p = Pair::start();
+    let lbctl = &p.lbctl;
 
-    server_cmd(&lbctl, &["disable", "web/nope"])
+    server_cmd(lbctl, &["disable", "web/nope"])
         .assert_failure()
         .assert_contains("nope");
-    server_cmd(&lbctl, &["drain", "api/a"])
+    server_cmd(lbctl, &["drain", "api/a"])
         .assert_failure()
         .assert_contains("api");
-    server_cmd(&lbctl, &["enable", "a"]).assert_failure();
+    server_cmd(lbctl, &["enable", "a"]).assert_failure();
     // Nothing changed.
     let names = p.names(10);
     assert!(
@@ -580,11 +578,10 @@ fn server_command_on_an_unknown_server_fails_with_a_clear_message() {
 
 #[test]
 fn runtime_disable_survives_a_worker_respawn_and_a_reload_resets_it() {
-    let p = Pair::new();
-    let master = Master::start(&p.dir, &p.path);
-    let lbctl = Lbctl::new(&p.dir, &p.path);
-    server_cmd(&lbctl, &["disable", "web/a"]).assert_success();
-    wait_state(&lbctl, "a", "disabled");
+    let p = Pair::start();
+    let lbctl = &p.lbctl;
+    server_cmd(lbctl, &["disable", "web/a"]).assert_success();
+    wait_state(lbctl, "a", "disabled");
 
     // kill -9 the worker in slot 0; wait for a new pid in that slot.
     let before = lbctl.status_json();
@@ -593,7 +590,7 @@ fn runtime_disable_survives_a_worker_respawn_and_a_reload_resets_it() {
         .next()
         .expect("a worker row");
     assert!(
-        master.workers().contains(&victim),
+        p.master.workers().contains(&victim),
         "worker {victim} is not a child of the master"
     );
     signal(victim, Signal::SIGKILL);
@@ -629,7 +626,7 @@ fn runtime_disable_survives_a_worker_respawn_and_a_reload_resets_it() {
         .run("reload", &[])
         .assert_success()
         .assert_contains("reloaded: generation 2");
-    wait_state(&lbctl, "a", "up");
+    wait_state(lbctl, "a", "up");
     let names = p.names(10);
     assert!(
         names.iter().any(|n| n == "a"),
