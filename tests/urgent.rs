@@ -13,6 +13,13 @@ use crate::util::{
     Conf, Lbctl, Master, ServerConf, TempDir, WAIT, connect, pseudo_random_bytes, wait_until,
 };
 
+/// A 1-worker config whose one server is `echo`, named "echo".
+fn echo_conf(dir: &TempDir, echo: &Backend) -> Conf {
+    Conf::new(dir, &[])
+        .workers(1)
+        .listen(|l| l.servers(vec![ServerConf::new(echo.addr()).name("echo")]))
+}
+
 /// A client streams `bulk` bytes through an echo server (the direction is
 /// spliced by then), then without pausing "abc", an urgent byte, "def" and
 /// (with `fin`) its FIN: the urgent mark is reached inside a splice turn,
@@ -20,9 +27,7 @@ use crate::util::{
 fn urgent_mid_splice(fin: bool) -> Vec<String> {
     let dir = TempDir::new();
     let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[])
-        .workers(1)
-        .listen(|l| l.servers(vec![ServerConf::new(echo.addr()).name("echo")]));
+    let conf = echo_conf(&dir, &echo);
     let _master = Master::start(&dir, &conf.write(&dir));
     let mut failures = Vec::new();
     for round in 0..40 {
@@ -71,9 +76,7 @@ fn urgent_mid_splice(fin: bool) -> Vec<String> {
 fn queued_client_with_urgent_data(bulk: usize, fin: bool) -> (Vec<u8>, Vec<u8>) {
     let dir = TempDir::new();
     let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[])
-        .workers(1)
-        .listen(|l| l.servers(vec![ServerConf::new(echo.addr()).name("echo")]));
+    let conf = echo_conf(&dir, &echo);
     let path = Extra::new()
         .listen("queue = { size = 8, timeout = \"10s\" }")
         .server(echo.addr(), "max_conns = 1")
