@@ -2,7 +2,7 @@
 //! servers one after another (the view already excludes servers at
 //! `max_conns`, which is what moves traffic on to the next one).
 
-use super::{Balancer, ServerId, ServerView};
+use super::{Balancer, ServerId, ServerView, eligible_from};
 
 /// Always the lowest eligible [`ServerId`].
 #[derive(Debug, Default)]
@@ -17,7 +17,7 @@ impl First {
 
 impl Balancer for First {
     fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
-        (0..view.len()).find(|&id| view.eligible(id))
+        eligible_from(view, 0).next()
     }
 }
 

@@ -2,7 +2,7 @@
 //! connections per unit of weight, with ties taken in turn; and
 //! [`compare_load`], the load order `power_of_two` shares.
 
-use super::{Balancer, ServerId, ServerView};
+use super::{Balancer, ServerId, ServerView, eligible_from};
 use std::cmp::Ordering;
 
 /// Orders two servers by load, `active / weight`, without division: compares
@@ -33,11 +33,7 @@ impl Balancer for LeastConnections {
     fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
         let n = view.len();
         let mut best: Option<ServerId> = None;
-        for step in 0..n {
-            let id = (self.next + step) % n;
-            if !view.eligible(id) {
-                continue;
-            }
+        for id in eligible_from(view, self.next) {
             if best.is_none_or(|b| compare_load(view, id, b) == Ordering::Less) {
                 best = Some(id);
             }

@@ -55,6 +55,33 @@ pub trait Balancer: Send + std::fmt::Debug {
     fn pick(&mut self, view: &dyn ServerView, key: u64) -> Option<ServerId>;
 }
 
+/// Eligible servers in config order, starting at `start` and wrapping
+/// around (`start` 0 for plain config order). The one eligibility scan every
+/// strategy uses; it does not allocate.
+pub fn eligible_from(view: &dyn ServerView, start: usize) -> impl Iterator<Item = ServerId> + '_ {
+    let n = view.len();
+    (0..n)
+        .map(move |step| (start + step) % n)
+        .filter(move |&id| view.eligible(id))
+}
+
+/// The `choose(count)`-th eligible server in config order, where `count` is
+/// the number of eligible servers (at least 1); `None` when none is
+/// eligible. Used by `random` and by `round_robin`'s shared-ticket rotation.
+pub fn nth_eligible(
+    view: &dyn ServerView,
+    choose: impl FnOnce(usize) -> usize,
+) -> Option<ServerId> {
+    let count = eligible_from(view, 0).count();
+    let first = eligible_from(view, 0).next()?;
+    // The view is live (other workers change it): if a server left between
+    // the passes, fall back to the first one seen rather than failing the
+    // client.
+    eligible_from(view, 0)
+        .nth(choose(count.max(1)))
+        .or(Some(first))
+}
+
 /// Builds the strategy for a listen. The one `match` over [`BalanceKind`].
 pub fn build(kind: BalanceKind, servers: &[ServerConfig]) -> Box<dyn Balancer> {
     match kind {

@@ -3,7 +3,7 @@
 //! connections, without every worker herding onto the same server.
 
 use super::least_connections::compare_load;
-use super::{Balancer, ServerId, ServerView};
+use super::{Balancer, ServerId, ServerView, eligible_from};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use std::cmp::Ordering;
@@ -44,8 +44,7 @@ impl Default for PowerOfTwo {
 impl Balancer for PowerOfTwo {
     fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
         self.eligible.clear();
-        self.eligible
-            .extend((0..view.len()).filter(|&id| view.eligible(id)));
+        self.eligible.extend(eligible_from(view, 0));
         let n = self.eligible.len();
         if n < 2 {
             return self.eligible.first().copied();

@@ -1,6 +1,6 @@
 //! Owns `random`: a uniform pick among eligible servers (the seed's strategy).
 
-use super::{Balancer, ServerId, ServerView};
+use super::{Balancer, ServerId, ServerView, nth_eligible};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -27,16 +27,7 @@ impl Default for Random {
 
 impl Balancer for Random {
     fn pick(&mut self, view: &dyn ServerView, _key: u64) -> Option<ServerId> {
-        let n = view.len();
-        let eligible = (0..n).filter(|&id| view.eligible(id)).count();
-        let first = (0..n).find(|&id| view.eligible(id))?;
-        let nth = self.rng.random_range(0..eligible.max(1));
-        // The view is live: if a server left between the passes, fall back
-        // to the first eligible one rather than failing the client.
-        (0..n)
-            .filter(|&id| view.eligible(id))
-            .nth(nth)
-            .or(Some(first))
+        nth_eligible(view, |count| self.rng.random_range(0..count))
     }
 }
 

@@ -3,7 +3,7 @@
 //! worker processes rotate together, ticket modulo the eligible servers),
 //! else from a per-instance cursor.
 
-use super::{Balancer, ServerId, ServerView};
+use super::{Balancer, ServerId, ServerView, eligible_from, nth_eligible};
 
 /// A cursor over the server list; ineligible servers are skipped.
 #[derive(Debug, Default)]
@@ -27,24 +27,11 @@ impl Balancer for RoundRobin {
         if let Some(ticket) = view.ticket() {
             // Rotate over the eligible servers only, so a down server's turn
             // is spread evenly instead of doubling its successor's share.
-            let eligible = (0..n).filter(|&id| view.eligible(id)).count();
-            let first = (0..n).find(|&id| view.eligible(id))?;
-            let nth = (ticket % eligible.max(1) as u64) as usize;
-            // The view is live (other workers change it): if a server left
-            // between the two passes, fall back to the first one seen.
-            return (0..n)
-                .filter(|&id| view.eligible(id))
-                .nth(nth)
-                .or(Some(first));
+            return nth_eligible(view, |count| (ticket % count as u64) as usize);
         }
-        for step in 0..n {
-            let id = (self.next + step) % n;
-            if view.eligible(id) {
-                self.next = (id + 1) % n;
-                return Some(id);
-            }
-        }
-        None
+        let id = eligible_from(view, self.next).next()?;
+        self.next = (id + 1) % n;
+        Some(id)
     }
 }
 

@@ -3,7 +3,7 @@
 //! every restart agrees, and a server leaving or returning moves only the
 //! clients that were (or will be) on it.
 
-use super::{Balancer, ServerId, ServerView, fnv1a, mix64};
+use super::{Balancer, ServerId, ServerView, eligible_from, fnv1a, mix64};
 use crate::config::ServerConfig;
 
 /// Weighted rendezvous hashing over eligible servers.
@@ -61,7 +61,7 @@ fn score(key: u64, seed: u64, weight: u32) -> f64 {
 impl Balancer for SourceHash {
     fn pick(&mut self, view: &dyn ServerView, key: u64) -> Option<ServerId> {
         let mut best: Option<(ServerId, f64)> = None;
-        for id in (0..view.len()).filter(|&id| view.eligible(id)) {
+        for id in eligible_from(view, 0) {
             let s = score(key, self.seed(id), view.weight(id));
             if best.is_none_or(|(_, b)| s > b) {
                 best = Some((id, s));
