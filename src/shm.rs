@@ -203,32 +203,31 @@ impl Region {
         }
     }
 
+    /// One counter of server `i`, summed over all slots.
+    fn sum_over_slots(&self, i: usize, field: impl Fn(&SlotServerCell) -> &AtomicU64) -> u64 {
+        (0..self.slots)
+            .map(|k| field(self.slot_server(k, i)).load(Relaxed))
+            .sum()
+    }
+
     /// Active connections to server `i`, summed over all slots.
     pub fn server_active(&self, i: usize) -> u64 {
-        (0..self.slots)
-            .map(|k| self.slot_server(k, i).active.load(Relaxed))
-            .sum()
+        self.sum_over_slots(i, |c| &c.active)
     }
 
     /// Total connections dispatched to server `i`, summed over all slots.
     pub fn server_total(&self, i: usize) -> u64 {
-        (0..self.slots)
-            .map(|k| self.slot_server(k, i).total.load(Relaxed))
-            .sum()
+        self.sum_over_slots(i, |c| &c.total)
     }
 
     /// Clients queued on the listen whose first server is `i`, all slots.
     pub fn server_queued(&self, i: usize) -> u64 {
-        (0..self.slots)
-            .map(|k| self.slot_server(k, i).queued.load(Relaxed))
-            .sum()
+        self.sum_over_slots(i, |c| &c.queued)
     }
 
     /// Failed connects to server `i`, summed over all slots.
     pub fn server_failures(&self, i: usize) -> u64 {
-        (0..self.slots)
-            .map(|k| self.slot_server(k, i).failures.load(Relaxed))
-            .sum()
+        self.sum_over_slots(i, |c| &c.failures)
     }
 
     /// Forgets the live state of a slot whose worker died: its connections
