@@ -70,14 +70,15 @@ struct Validator<'a> {
 type Result<T> = std::result::Result<T, ConfigError>;
 
 impl Validator<'_> {
-    fn line<T>(&self, s: &Spanned<T>) -> Option<usize> {
-        Some(line_of_span(self.src, &s.span()))
+    fn invalid<T>(&self, key: &str, at: &Spanned<T>, message: String) -> ConfigError {
+        self.invalid_at(key, &at.span(), message)
     }
 
-    fn invalid<T>(&self, key: &str, at: &Spanned<T>, message: String) -> ConfigError {
+    /// An [`ConfigError::Invalid`] located at the line of `span`.
+    fn invalid_at(&self, key: &str, span: &std::ops::Range<usize>, message: String) -> ConfigError {
         ConfigError::Invalid {
             key: key.to_string(),
-            line: self.line(at),
+            line: Some(line_of_span(self.src, span)),
             message,
         }
     }
@@ -506,42 +507,36 @@ impl Validator<'_> {
             let sp = format!("{key}[{j}]");
             let server = self.server(&sp, s, listen, listen_health, binds)?;
             let sr = s.get_ref();
+            // `addr` is present: `server` would have failed without it.
+            let addr_span = sr
+                .addr
+                .as_ref()
+                .map(Spanned::span)
+                .unwrap_or_else(|| s.span());
             for (k, prev) in out.iter().enumerate() {
                 if prev.addr == server.addr {
-                    // `addr` is present: `server` would have failed without it.
-                    let at = sr
-                        .addr
-                        .as_ref()
-                        .map(Spanned::span)
-                        .unwrap_or_else(|| s.span());
-                    return Err(ConfigError::Invalid {
-                        key: format!("{sp}.addr"),
-                        line: Some(line_of_span(self.src, &at)),
-                        message: format!(
+                    return Err(self.invalid_at(
+                        &format!("{sp}.addr"),
+                        &addr_span,
+                        format!(
                             "duplicate server address '{}', already used by {key}[{k}]",
                             server.addr
                         ),
-                    });
+                    ));
                 }
                 if prev.label() == server.label() {
                     let (field, at) = match &sr.name {
                         Some(n) => ("name", n.span()),
-                        None => (
-                            "addr",
-                            sr.addr
-                                .as_ref()
-                                .map(Spanned::span)
-                                .unwrap_or_else(|| s.span()),
-                        ),
+                        None => ("addr", addr_span.clone()),
                     };
-                    return Err(ConfigError::Invalid {
-                        key: format!("{sp}.{field}"),
-                        line: Some(line_of_span(self.src, &at)),
-                        message: format!(
+                    return Err(self.invalid_at(
+                        &format!("{sp}.{field}"),
+                        &at,
+                        format!(
                             "duplicate server name '{}', already used by {key}[{k}]",
                             server.label()
                         ),
-                    });
+                    ));
                 }
             }
             out.push(server);
@@ -671,13 +666,13 @@ impl Validator<'_> {
                 } else {
                     "send_expect"
                 };
-                return Err(ConfigError::Invalid {
-                    key: format!("{p}.{key}"),
-                    line: Some(line_of_span(self.src, &at)),
-                    message: format!(
+                return Err(self.invalid_at(
+                    &format!("{p}.{key}"),
+                    &at,
+                    format!(
                         "'{key}' only applies to kind = \"{owner}\", this check is kind = \"{kind_name}\""
                     ),
-                });
+                ));
             }
         }
 
