@@ -153,7 +153,6 @@ struct Flight {
 #[derive(Debug)]
 pub struct Checker {
     token_base: usize,
-    len: usize,
     probes: Vec<Probe>,
     stopped: bool,
 }
@@ -182,7 +181,6 @@ impl Checker {
             .collect();
         Checker {
             token_base,
-            len,
             probes,
             stopped: false,
         }
@@ -193,7 +191,7 @@ impl Checker {
         token
             .0
             .checked_sub(self.token_base)
-            .is_some_and(|i| i < self.len)
+            .is_some_and(|i| i < self.probes.len())
     }
 
     /// The current state of the target with this id, if there is one.
