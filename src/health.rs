@@ -9,7 +9,7 @@
 //! [`HealthState`] and reported; health only flips after `rise` / `fall`
 //! consecutive results (pingora's `observe_health`).
 
-use crate::config::{HealthConfig, HealthKind, HttpCheck};
+use crate::config::{HealthConfig, HealthKind, HttpCheck, duration};
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -499,25 +499,10 @@ fn timeout_detail(timeout: Duration) -> String {
     format!("timeout after {}", human_duration(timeout))
 }
 
-/// Formats a duration the way the config spells them: "1s", "200ms", "5m", "1h".
+/// Formats a duration the way the config spells them: "1s", "200ms", "5m", "1h"
+/// (the config's own [`duration::format`]).
 pub fn human_duration(d: Duration) -> String {
-    if d.is_zero() {
-        return "0s".to_string();
-    }
-    if d.subsec_nanos() == 0 {
-        let s = d.as_secs();
-        return if s.is_multiple_of(3600) {
-            format!("{}h", s / 3600)
-        } else if s.is_multiple_of(60) {
-            format!("{}m", s / 60)
-        } else {
-            format!("{s}s")
-        };
-    }
-    if d.subsec_nanos().is_multiple_of(1_000_000) {
-        return format!("{}ms", d.as_millis());
-    }
-    format!("{d:?}")
+    duration::format(d)
 }
 
 /// Judges a reply read so far: `Some` once the outcome cannot change.
