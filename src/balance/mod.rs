@@ -73,13 +73,15 @@ pub fn nth_eligible(
     choose: impl FnOnce(usize) -> usize,
 ) -> Option<ServerId> {
     let count = eligible_from(view, 0).count();
-    let first = eligible_from(view, 0).next()?;
+    if count == 0 {
+        return None;
+    }
     // The view is live (other workers change it): if a server left between
-    // the passes, fall back to the first one seen rather than failing the
-    // client.
+    // the passes, fall back to the first eligible one rather than failing
+    // the client.
     eligible_from(view, 0)
-        .nth(choose(count.max(1)))
-        .or(Some(first))
+        .nth(choose(count))
+        .or_else(|| eligible_from(view, 0).next())
 }
 
 /// Builds the strategy for a listen. The one `match` over [`BalanceKind`].

@@ -603,9 +603,7 @@ impl Worker {
                 let base = self.listens[l].base;
                 let listen = &self.config.listens[l];
                 let view = LiveView::new(&self.region, listen, base, &conn.tried, shm::now_ms());
-                let free = (0..listen.servers.len())
-                    .any(|id| crate::balance::ServerView::eligible(&view, id));
-                if !free {
+                if balance::eligible_from(&view, 0).next().is_none() {
                     break;
                 }
                 self.listens[l].queue.pop_front();
