@@ -1,7 +1,7 @@
 //! Owns the self-tests of the harness (no lbctl involved): backends, temp dir,
 //! wait_until, and the /proc process-tree cleanup the Master guard relies on.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::util::backend::{Backend, refusing_addr};
@@ -44,20 +44,35 @@ fn harness_temp_dir_is_removed_on_drop() {
 #[test]
 fn harness_kills_a_process_and_its_children() {
     // A parent that ignores SIGTERM, with two children: all must die.
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("trap '' TERM; sleep 100 & sleep 100 & wait")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn sh");
-    let pid = child.id() as i32;
+    let mut child = TreeGuard(
+        Command::new("sh")
+            .arg("-c")
+            .arg("trap '' TERM; sleep 100 & sleep 100 & wait")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sh"),
+    );
+    let pid = child.0.id() as i32;
     assert!(wait_until(WAIT, || children_of(pid).len() == 2));
     let kids = children_of(pid);
     kill_master_tree(pid, Duration::from_millis(200));
-    let _ = child.wait();
+    let _ = child.0.wait();
     assert!(!pid_alive(pid));
     assert!(
         wait_until(WAIT, || kids.iter().all(|&k| !pid_alive(k))),
         "children survived: {kids:?}"
     );
+}
+
+/// Kills a child and its descendants on drop unless it was already reaped
+/// (so a failed assertion leaves no `sh` or `sleep` behind).
+struct TreeGuard(Child);
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            kill_master_tree(self.0.id() as i32, Duration::ZERO);
+            let _ = self.0.wait();
+        }
+    }
 }
