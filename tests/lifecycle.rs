@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::util::backend::Backend;
@@ -12,23 +13,68 @@ use crate::util::{
     read_pid_file, wait_until,
 };
 
+/// A 2-worker config over one backend, written in its own temp dir. Fields
+/// drop in order: the temp dir (holding the logs a failing test prints) last;
+/// a master or daemon guard a test declares after it is dropped before it.
+struct Setup {
+    lbctl: Lbctl,
+    conf: Conf,
+    path: PathBuf,
+    backend: Backend,
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new(backend: Backend, drain_timeout: &str) -> Setup {
+        let dir = TempDir::new();
+        let conf = Conf::new(&dir, &[backend.addr()])
+            .workers(2)
+            .drain_timeout(drain_timeout);
+        let path = conf.write(&dir);
+        Setup {
+            lbctl: Lbctl::new(&dir, &path),
+            conf,
+            path,
+            backend,
+            dir,
+        }
+    }
+
+    /// Over a backend replying "Hello, World!", with the default drain timeout.
+    fn hello() -> Setup {
+        Setup::new(Backend::fixed("Hello, World!"), "5s")
+    }
+
+    /// `start -d`; returns the daemon master's pid, tracked by `guard`.
+    #[track_caller]
+    fn start_daemon(&self, guard: &mut DaemonGuard) -> i32 {
+        self.lbctl.run("start", &["-d"]).assert_success();
+        let master = read_pid_file(&self.conf.pid_file).unwrap_or_else(|| {
+            panic!(
+                "no pid in {} after start -d returned 0",
+                self.conf.pid_file.display()
+            )
+        });
+        guard.track(master);
+        master
+    }
+
+    /// A foreground master, once it accepts and runs both workers.
+    #[track_caller]
+    fn start_foreground(&self) -> Master {
+        let master = Master::start(&self.dir, &self.path);
+        assert!(wait_until(WAIT, || master.workers().len() == 2));
+        master
+    }
+}
+
 #[test]
 fn daemon_start_status_stop_leaves_no_process_and_no_pid_file() {
-    let dir = TempDir::new();
-    let backend = Backend::fixed("Hello, World!");
-    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
-    let path = conf.write(&dir);
-    let lbctl = Lbctl::new(&dir, &path);
-    let mut guard = DaemonGuard::new(&conf);
+    let s = Setup::hello();
+    let (conf, lbctl) = (&s.conf, &s.lbctl);
+    let mut guard = DaemonGuard::new(conf);
 
-    lbctl.run("start", &["-d"]).assert_success();
-    let master = read_pid_file(&conf.pid_file).unwrap_or_else(|| {
-        panic!(
-            "no pid in {} after start -d returned 0",
-            conf.pid_file.display()
-        )
-    });
-    guard.track(master);
+    let master = s.start_daemon(&mut guard);
     assert!(pid_alive(master), "daemon master {master} is not running");
 
     // start -d returns only once the workers accept.
@@ -70,14 +116,9 @@ fn daemon_start_status_stop_leaves_no_process_and_no_pid_file() {
 
 #[test]
 fn graceful_stop_lets_an_open_connection_finish() {
-    let dir = TempDir::new();
-    let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()])
-        .workers(2)
-        .drain_timeout("30s");
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let setup = Setup::new(Backend::echo(), "30s");
+    let (conf, lbctl) = (&setup.conf, &setup.lbctl);
+    let mut master = Master::start(&setup.dir, &setup.path);
     let workers_before = master.workers();
 
     // A connection mid-exchange: one round trip done, more to come.
@@ -143,8 +184,8 @@ fn graceful_stop_lets_an_open_connection_finish() {
     assert!(!conf.pid_file.exists(), "pid file left behind by stop -g");
 }
 
-/// True if a read on `s` reports the connection closed (EOF or reset), not
-/// still open (timeout).
+/// `Ok` if a read on `s` reports the connection closed (EOF or reset), `Err`
+/// if it is still open (the read timed out).
 fn closed_by_peer(s: &mut std::net::TcpStream) -> Result<(), String> {
     let mut buf = [0u8; 64];
     loop {
@@ -166,12 +207,9 @@ fn closed_by_peer(s: &mut std::net::TcpStream) -> Result<(), String> {
 
 #[test]
 fn sigterm_stops_the_foreground_master_and_its_workers() {
-    let dir = TempDir::new();
-    let backend = Backend::fixed("Hello, World!");
-    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
-    assert!(wait_until(WAIT, || master.workers().len() == 2));
+    let s = Setup::hello();
+    let conf = &s.conf;
+    let mut master = s.start_foreground();
     let workers = master.workers();
     assert!(conf.pid_file.exists(), "no pid file while running");
 
@@ -187,17 +225,13 @@ fn sigterm_stops_the_foreground_master_and_its_workers() {
         "workers outlived SIGTERM"
     );
     assert!(!conf.pid_file.exists(), "pid file left after SIGTERM");
-    Lbctl::new(&dir, &path).run("status", &[]).assert_code(2);
+    s.lbctl.run("status", &[]).assert_code(2);
 }
 
 #[test]
 fn sigquit_stops_the_foreground_master_gracefully() {
-    let dir = TempDir::new();
-    let backend = Backend::fixed("Hello, World!");
-    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
-    assert!(wait_until(WAIT, || master.workers().len() == 2));
+    let s = Setup::hello();
+    let mut master = s.start_foreground();
     let workers = master.workers();
 
     master.signal(nix::sys::signal::Signal::SIGQUIT);
@@ -214,20 +248,15 @@ fn sigquit_stops_the_foreground_master_gracefully() {
 
 #[test]
 fn fast_stop_closes_open_connections() {
-    let dir = TempDir::new();
-    let hold = Backend::hold();
-    let conf = Conf::new(&dir, &[hold.addr()])
-        .workers(2)
-        .drain_timeout("30s");
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
+    let setup = Setup::new(Backend::hold(), "30s");
+    let mut master = Master::start(&setup.dir, &setup.path);
 
-    let mut s = connect(conf.bind()).expect("connect to balancer");
+    let mut s = connect(setup.conf.bind()).expect("connect to balancer");
     assert!(
-        wait_until(WAIT, || hold.open_connections() == 1),
+        wait_until(WAIT, || setup.backend.open_connections() == 1),
         "connection never reached the backend"
     );
-    Lbctl::new(&dir, &path).run("stop", &[]).assert_success();
+    setup.lbctl.run("stop", &[]).assert_success();
     assert!(
         master.wait_exit(WAIT).is_some(),
         "master still running after stop"
@@ -239,22 +268,18 @@ fn fast_stop_closes_open_connections() {
 
 #[test]
 fn graceful_stop_gives_up_on_connections_after_drain_timeout() {
-    let dir = TempDir::new();
-    let hold = Backend::hold();
-    let conf = Conf::new(&dir, &[hold.addr()])
-        .workers(2)
-        .drain_timeout("1s");
-    let path = conf.write(&dir);
-    let mut master = Master::start(&dir, &path);
+    let setup = Setup::new(Backend::hold(), "1s");
+    let mut master = Master::start(&setup.dir, &setup.path);
     let workers = master.workers();
 
-    let mut s = connect(conf.bind()).expect("connect to balancer");
+    let mut s = connect(setup.conf.bind()).expect("connect to balancer");
     assert!(
-        wait_until(WAIT, || hold.open_connections() == 1),
+        wait_until(WAIT, || setup.backend.open_connections() == 1),
         "connection never reached the backend"
     );
     // The backend never closes: only the drain timeout can end this stop.
-    Lbctl::new(&dir, &path)
+    setup
+        .lbctl
         .run_timeout("stop", &["-g"], Duration::from_secs(30))
         .assert_success();
     assert!(
@@ -272,16 +297,11 @@ fn graceful_stop_gives_up_on_connections_after_drain_timeout() {
 
 #[test]
 fn restart_replaces_a_daemon_with_a_new_master() {
-    let dir = TempDir::new();
-    let backend = Backend::fixed("Hello, World!");
-    let conf = Conf::new(&dir, &[backend.addr()]).workers(2);
-    let path = conf.write(&dir);
-    let lbctl = Lbctl::new(&dir, &path);
-    let mut guard = DaemonGuard::new(&conf);
+    let s = Setup::hello();
+    let (conf, lbctl) = (&s.conf, &s.lbctl);
+    let mut guard = DaemonGuard::new(conf);
 
-    lbctl.run("start", &["-d"]).assert_success();
-    let first = read_pid_file(&conf.pid_file).expect("pid after start -d");
-    guard.track(first);
+    let first = s.start_daemon(&mut guard);
     let first_workers = worker_pids(&lbctl.status_json());
 
     lbctl.run("restart", &["-d"]).assert_success();
