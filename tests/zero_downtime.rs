@@ -8,7 +8,7 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -17,8 +17,8 @@ use crate::util::backend::Backend;
 use crate::util::json::{array_of, str_of, u64_of, worker_rows};
 use crate::util::load::{Load, LoadConfig, Side};
 use crate::util::{
-    CMD_TIMEOUT, CmdOutput, Conf, DaemonGuard, Lbctl, ListenConf, Master, ServerConf, TempDir,
-    WAIT, connect, exchange, fetch, fetch_ok, lbctl_bin, pid_alive, signal, wait_until,
+    CMD_TIMEOUT, Conf, DaemonGuard, Lbctl, ListenConf, Master, ServerConf, TempDir, WAIT, connect,
+    exchange, fetch, fetch_ok, lbctl_bin, pid_alive, run_bin_in, signal, wait_until,
 };
 
 /// Long enough that no draining worker is killed while a test runs: every
@@ -433,46 +433,6 @@ fn twenty_reloads_in_a_row_number_generations_and_old_workers_drain_until_they_e
 // 5. Binary upgrade
 // ---------------------------------------------------------------------------
 
-/// Runs `bin args...`, capturing both streams (files, not pipes).
-fn run_bin(dir: &TempDir, bin: &Path, args: &[&str]) -> CmdOutput {
-    let out_path = dir.join("run-bin.out");
-    let err_path = dir.join("run-bin.err");
-    let out = std::fs::File::create(&out_path).expect("create stdout file");
-    let err = std::fs::File::create(&err_path).expect("create stderr file");
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-    let deadline = Instant::now() + CMD_TIMEOUT;
-    let status = loop {
-        match child.try_wait().expect("try_wait") {
-            Some(st) => break Some(st),
-            None if Instant::now() >= deadline => break None,
-            None => std::thread::sleep(Duration::from_millis(5)),
-        }
-    };
-    if status.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let out = CmdOutput {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        code: status.and_then(|s| s.code()),
-        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
-        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-    };
-    assert!(
-        status.is_some(),
-        "{} did not finish within {CMD_TIMEOUT:?}\n{}",
-        bin.display(),
-        out.describe()
-    );
-    out
-}
-
 /// Puts `contents` at `path` through a rename (a running binary cannot be
 /// written in place), executable.
 fn replace_file(path: &Path, contents: &[u8]) {
@@ -529,7 +489,7 @@ fn binary_upgrade_by_command_and_sigusr2_fails_no_connection_and_a_broken_binary
     );
 
     // 1. `upgrade` through the copy's own CLI.
-    let up = run_bin(&dir, &bin_path, &["upgrade", "-c", &cfg]);
+    let up = run_bin_in(&bin_path, dir.path(), &["upgrade", "-c", &cfg], CMD_TIMEOUT);
     up.assert_success()
         .assert_contains("upgraded: new master pid ");
     let second: i32 = up

@@ -450,19 +450,24 @@ impl Lbctl {
 /// Runs `lbctl <args...>` (no implied `-c`) with stdout/stderr captured in files
 /// under `out_dir` (files, not pipes: a daemon that inherits them cannot block us).
 pub fn run_raw_in(out_dir: &Path, args: &[&str], timeout: Duration) -> CmdOutput {
+    run_bin_in(Path::new(lbctl_bin()), out_dir, args, timeout)
+}
+
+/// As [`run_raw_in`], running `bin` (e.g. a copy of the binary) instead.
+pub fn run_bin_in(bin: &Path, out_dir: &Path, args: &[&str], timeout: Duration) -> CmdOutput {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::SeqCst);
     let out_path = out_dir.join(format!("cmd-{n}.out"));
     let err_path = out_dir.join(format!("cmd-{n}.err"));
     let out_file = std::fs::File::create(&out_path).expect("create stdout file");
     let err_file = std::fs::File::create(&err_path).expect("create stderr file");
-    let mut child = Command::new(lbctl_bin())
+    let mut child = Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
         .stdout(out_file)
         .stderr(err_file)
         .spawn()
-        .expect("spawn lbctl");
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait().expect("try_wait lbctl") {
@@ -486,7 +491,8 @@ pub fn run_raw_in(out_dir: &Path, args: &[&str], timeout: Duration) -> CmdOutput
     let _ = std::fs::remove_file(&err_path);
     if timed_out {
         panic!(
-            "lbctl command did not finish within {timeout:?} (killed)\n{}",
+            "{} did not finish within {timeout:?} (killed)\n{}",
+            bin.display(),
             out.describe()
         );
     }
