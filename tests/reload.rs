@@ -2,12 +2,11 @@
 //! new generation on the new servers, and ten reloads under client load fail
 //! no connection.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::util::backend::Backend;
 use crate::util::json::{u64_of, worker_rows};
+use crate::util::load::{Load, LoadConfig};
 use crate::util::{Conf, Lbctl, Master, TempDir, WAIT, fetch, fetch_ok, wait_until};
 
 #[test]
@@ -106,44 +105,12 @@ fn ten_reloads_under_load_fail_no_connection() {
     let lbctl = Lbctl::new(&dir, &path);
     let bind = base.bind();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..2)
-        .map(|c| {
-            let (stop, ok, errors) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&errors));
-            std::thread::spawn(move || {
-                // Bounded: stops on the flag, or after 200k connections.
-                for i in 0..200_000 {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    match fetch(bind) {
-                        Ok(r) if r == "Hello, A!" || r == "Hello, B!" => {
-                            ok.fetch_add(1, Ordering::SeqCst);
-                        }
-                        Ok(r) => errors
-                            .lock()
-                            .expect("errors lock")
-                            .push(format!("client {c} conn {i}: bad reply {r:?}")),
-                        Err(e) => errors
-                            .lock()
-                            .expect("errors lock")
-                            .push(format!("client {c} conn {i}: {e}")),
-                    }
-                }
-            })
-        })
-        .collect();
-
-    let progress = |n: usize| {
-        let target = ok.load(Ordering::SeqCst) + n;
-        wait_until(WAIT, || {
-            ok.load(Ordering::SeqCst) >= target || !errors.lock().expect("lock").is_empty()
-        })
-    };
+    let load = Load::start(LoadConfig::default().short(bind, 2, &["Hello, A!", "Hello, B!"]));
     let mut reload_failures = Vec::new();
-    assert!(progress(10), "no traffic before the first reload");
+    assert!(
+        load.wait_progress(10, WAIT),
+        "no traffic before the first reload"
+    );
     for i in 0..10u64 {
         // Alternate the strategy and the server order; both servers stay valid.
         let conf = if i % 2 == 0 {
@@ -167,27 +134,17 @@ fn ten_reloads_under_load_fail_no_connection() {
             break;
         }
         // Let traffic run on the new generation before the next reload.
-        if !progress(10) {
+        if !load.wait_progress(10, WAIT) || !load.failures().is_empty() {
             break;
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.join().expect("client thread");
-    }
-    let errors = errors.lock().expect("lock").clone();
-    let total_ok = ok.load(Ordering::SeqCst);
+    let report = load.stop();
     assert!(reload_failures.is_empty(), "{}", reload_failures.join("\n"));
+    report.assert_no_failures("ten reloads under load");
     assert!(
-        errors.is_empty(),
-        "{} failed connections out of {} during reloads; first ones: {:#?}",
-        errors.len(),
-        errors.len() + total_ok,
-        &errors[..errors.len().min(10)]
-    );
-    assert!(
-        total_ok >= 100,
-        "too little traffic: {total_ok} connections"
+        report.short_ok >= 100,
+        "too little traffic: {} connections",
+        report.short_ok
     );
     let st = lbctl.status_json();
     assert_eq!(u64_of(&st, "generation"), 11, "{st:#}");
