@@ -2,26 +2,59 @@
 //! new generation on the new servers, and ten reloads under client load fail
 //! no connection.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::util::backend::Backend;
 use crate::util::json::{u64_of, worker_rows};
 use crate::util::load::{Load, LoadConfig};
-use crate::util::{Conf, Lbctl, Master, TempDir, WAIT, fetch, fetch_ok, wait_until};
+use crate::util::{
+    Conf, Lbctl, ListenConf, Master, ServerConf, TempDir, WAIT, fetch, fetch_ok, wait_until,
+};
+
+/// A foreground balancer over one backend replying "A", checked to serve.
+/// Fields drop in order: the master first, the temp dir holding its log last.
+struct ServingA {
+    master: Master,
+    lbctl: Lbctl,
+    conf: Conf,
+    path: PathBuf,
+    a: Backend,
+    _dir: TempDir,
+}
+
+impl ServingA {
+    #[track_caller]
+    fn start() -> ServingA {
+        let dir = TempDir::new();
+        let a = Backend::fixed("A");
+        let conf = Conf::new(&dir, &[a.addr()]);
+        let path = conf.write(&dir);
+        let master = Master::start(&dir, &path);
+        let lbctl = Lbctl::new(&dir, &path);
+        assert_eq!(fetch_ok(conf.bind()), "A");
+        ServingA {
+            master,
+            lbctl,
+            conf,
+            path,
+            a,
+            _dir: dir,
+        }
+    }
+
+    /// Rewrites the config file with its listen edited by `f` (no reload).
+    fn rewrite(&self, f: impl FnOnce(ListenConf) -> ListenConf) {
+        self.conf.clone().listen(f).write_to(&self.path);
+    }
+}
 
 #[test]
 fn invalid_reload_is_refused_and_the_old_config_keeps_serving() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let conf = Conf::new(&dir, &[a.addr()]);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    assert_eq!(fetch_ok(conf.bind()), "A");
+    let s = ServingA::start();
+    let (conf, lbctl) = (&s.conf, &s.lbctl);
 
-    conf.clone()
-        .listen(|l| l.balance("fastest_first"))
-        .write_to(&path);
+    s.rewrite(|l| l.balance("fastest_first"));
     lbctl
         .run("reload", &[])
         .assert_code(1)
@@ -39,19 +72,11 @@ fn invalid_reload_is_refused_and_the_old_config_keeps_serving() {
 
 #[test]
 fn valid_reload_starts_generation_2_on_the_new_servers() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
     let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr()]);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    assert_eq!(fetch_ok(conf.bind()), "A");
+    let s = ServingA::start();
+    let (conf, lbctl, a) = (&s.conf, &s.lbctl, &s.a);
 
-    let conf2 = conf
-        .clone()
-        .listen(|l| l.servers(vec![crate::util::ServerConf::new(b.addr())]));
-    conf2.write_to(&path);
+    s.rewrite(|l| l.servers(vec![ServerConf::new(b.addr())]));
     lbctl
         .run("reload", &[])
         .assert_success()
@@ -115,10 +140,8 @@ fn ten_reloads_under_load_fail_no_connection() {
         // Alternate the strategy and the server order; both servers stay valid.
         let conf = if i % 2 == 0 {
             base.clone().listen(|l| {
-                l.balance("random").servers(vec![
-                    crate::util::ServerConf::new(b.addr()),
-                    crate::util::ServerConf::new(a.addr()),
-                ])
+                l.balance("random")
+                    .servers(vec![ServerConf::new(b.addr()), ServerConf::new(a.addr())])
             })
         } else {
             base.clone()
@@ -152,19 +175,12 @@ fn ten_reloads_under_load_fail_no_connection() {
 
 #[test]
 fn sighup_reloads_the_changed_file() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
     let b = Backend::fixed("B");
-    let conf = Conf::new(&dir, &[a.addr()]);
-    let path = conf.write(&dir);
-    let master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    assert_eq!(fetch_ok(conf.bind()), "A");
+    let s = ServingA::start();
+    let (conf, lbctl) = (&s.conf, &s.lbctl);
 
-    conf.clone()
-        .listen(|l| l.servers(vec![crate::util::ServerConf::new(b.addr())]))
-        .write_to(&path);
-    master.signal(nix::sys::signal::Signal::SIGHUP);
+    s.rewrite(|l| l.servers(vec![ServerConf::new(b.addr())]));
+    s.master.signal(nix::sys::signal::Signal::SIGHUP);
     let mut last = None;
     assert!(
         wait_until(WAIT, || {
@@ -182,20 +198,14 @@ fn sighup_reloads_the_changed_file() {
 
 #[test]
 fn reload_moves_a_listen_to_a_new_port() {
-    let dir = TempDir::new();
-    let a = Backend::fixed("A");
-    let conf = Conf::new(&dir, &[a.addr()]);
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
-    assert_eq!(fetch_ok(conf.bind()), "A");
+    let s = ServingA::start();
+    let (conf, lbctl) = (&s.conf, &s.lbctl);
 
     let new_bind = crate::util::free_addr();
-    let conf2 = conf.clone().listen(|mut l| {
+    s.rewrite(|mut l| {
         l.bind = new_bind;
         l
     });
-    conf2.write_to(&path);
     lbctl
         .run("reload", &[])
         .assert_success()
