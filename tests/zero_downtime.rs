@@ -734,6 +734,10 @@ fn killed_worker_fails_only_its_own_connections_and_is_replaced() {
     eprintln!(
         "worker crash: slot {slot} replacement running after {running_after:?}, serving a connection after {serving_after:?} (served: {served})"
     );
+    assert!(
+        served,
+        "the replacement in slot {slot} never served a connection"
+    );
     let max_short = setup.short_threads;
     setup.finish("worker crash", max_short);
 }
