@@ -5,18 +5,15 @@
 //! `lbctl server disable|drain|enable|list` at runtime, their errors, and how
 //! runtime changes survive a worker respawn but not a reload.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::util::json::{servers, str_of, u64_of, worker_rows};
+use crate::util::load::{Load, LoadConfig};
 use crate::util::scripted::{Scripted, greet, whoami};
 use crate::util::{
     CmdOutput, Conf, Lbctl, ListenConf, Master, ServerConf, TempDir, WAIT, exchange, pid_alive,
@@ -100,120 +97,31 @@ fn server_cmd(lbctl: &Lbctl, args: &[&str]) -> CmdOutput {
     lbctl.run("server", args)
 }
 
-/// Two client threads opening short connections to `bind` until stopped,
-/// checking every reply against the accepted set.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tally: Arc<Mutex<HashMap<String, usize>>>,
-    errors: Arc<Mutex<Vec<String>>>,
-    threads: Vec<JoinHandle<()>>,
+/// Two client threads opening short connections to `bind`, every reply
+/// checked against `valid`.
+fn start_load(bind: SocketAddr, valid: &[&str]) -> Load {
+    Load::start(LoadConfig::default().short(bind, 2, valid))
 }
 
-impl Load {
-    fn start(bind: SocketAddr, valid: &[&str]) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tally = Arc::new(Mutex::new(HashMap::new()));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let valid: Arc<Vec<String>> = Arc::new(valid.iter().map(|s| s.to_string()).collect());
-        let threads = (0..2)
-            .map(|c| {
-                let (stop, tally, errors, valid) = (
-                    Arc::clone(&stop),
-                    Arc::clone(&tally),
-                    Arc::clone(&errors),
-                    Arc::clone(&valid),
-                );
-                std::thread::spawn(move || {
-                    // Bounded: stops on the flag, or after 200k connections.
-                    for i in 0..200_000 {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        match crate::util::fetch(bind) {
-                            Ok(r) if valid.contains(&r) => {
-                                *tally.lock().expect("tally lock").entry(r).or_insert(0) += 1;
-                            }
-                            Ok(r) => errors
-                                .lock()
-                                .expect("errors lock")
-                                .push(format!("client {c} conn {i}: bad reply {r:?}")),
-                            Err(e) => errors
-                                .lock()
-                                .expect("errors lock")
-                                .push(format!("client {c} conn {i}: {e}")),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            tally,
-            errors,
-            threads,
-        }
-    }
-
-    /// Replies seen so far from the server answering `reply`.
-    fn count(&self, reply: &str) -> usize {
-        self.tally
-            .lock()
-            .expect("tally lock")
-            .get(reply)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn failed(&self) -> bool {
-        !self.errors.lock().expect("errors lock").is_empty()
-    }
-
-    /// Waits until `n` more replies from `reply` arrived; panics (with the
-    /// failed connections and the replies so far) if a connection fails first
-    /// or the replies do not come.
-    #[track_caller]
-    fn expect(&self, reply: &str, n: usize, what: &str) {
-        let target = self.count(reply) + n;
-        let arrived = wait_until(WAIT, || self.count(reply) >= target || self.failed());
-        let errors = self.errors.lock().expect("errors lock").clone();
-        let tally = self.tally.lock().expect("tally lock").clone();
-        assert_no_failures(&tally, &errors);
-        assert!(
-            arrived,
-            "{what}: fewer than {n} more {reply:?} replies; replies {tally:?}"
-        );
-    }
-
-    /// Stops the clients; returns (tally, errors).
-    fn finish(mut self) -> (HashMap<String, usize>, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            t.join().expect("client thread");
-        }
-        let tally = self.tally.lock().expect("tally lock").clone();
-        let errors = self.errors.lock().expect("errors lock").clone();
-        (tally, errors)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
+/// Waits until `n` more replies from `reply` arrived; panics (with the failed
+/// connections) if a connection fails first or the replies do not come.
 #[track_caller]
-fn assert_no_failures(tally: &HashMap<String, usize>, errors: &[String]) {
-    let ok: usize = tally.values().sum();
+fn expect_replies(load: &Load, reply: &str, n: u64, what: &str) {
+    let target = load.reply_count(reply) + n;
+    let arrived = wait_until(WAIT, || {
+        load.reply_count(reply) >= target || !load.failures().is_empty()
+    });
+    let failures = load.failures();
     assert!(
-        errors.is_empty(),
-        "{} failed client connections out of {}; replies {tally:?}; first ones: {:#?}",
-        errors.len(),
-        errors.len() + ok,
-        &errors[..errors.len().min(10)]
+        failures.is_empty(),
+        "{what}: {} failed client connections; first ones: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(
+        arrived,
+        "{what}: fewer than {n} more {reply:?} replies (have {})",
+        load.reply_count(reply)
     );
 }
 
@@ -235,25 +143,25 @@ fn backend_killed_under_load_fails_no_client_and_is_taken_back_when_it_returns()
     let a_s = a_addr.to_string();
     wait_server(&lbctl, &a_s, "checked ok", |r| check_of(r) == "ok");
 
-    let load = Load::start(conf.bind(), &["A", "B", "A again"]);
-    load.expect("A", 20, "before the kill");
+    let load = start_load(conf.bind(), &["A", "B", "A again"]);
+    expect_replies(&load, "A", 20, "before the kill");
     a.kill();
     // A failed client connect may take it down first (passive); the check then
     // owns it and says why.
     wait_server(&lbctl, &a_s, "down with check \"connect refused\"", |r| {
         state_of(r) == "down" && check_of(r).contains("refused")
     });
-    load.expect("B", 50, "with A down");
+    expect_replies(&load, "B", 50, "with A down");
     let b_row = server_row(&lbctl.status_json(), &b.addr().to_string()).expect("B row");
     assert_eq!(state_of(&b_row), "up", "{b_row:#}");
 
     // Restarted on the same address.
     let a2 = Scripted::fixed_at(a_addr, "A again");
     wait_state(&lbctl, &a_s, "up");
-    load.expect("A again", 20, "after A came back");
-    let (tally, errors) = load.finish();
+    expect_replies(&load, "A again", 20, "after A came back");
+    let report = load.stop();
     drop(master);
-    assert_no_failures(&tally, &errors);
+    report.assert_no_failures("clients under load");
     assert!(a2.accepted() >= 20);
 }
 
@@ -272,15 +180,15 @@ fn passive_detection_alone_fails_no_client_when_a_backend_dies() {
     let lbctl = Lbctl::new(&dir, &path);
     let a_s = a_addr.to_string();
 
-    let load = Load::start(conf.bind(), &["A", "B", "A again"]);
-    load.expect("A", 20, "before the kill");
+    let load = start_load(conf.bind(), &["A", "B", "A again"]);
+    expect_replies(&load, "A", 20, "before the kill");
     a.kill();
     let down = wait_state(&lbctl, &a_s, "down");
     assert!(
         check_of(&down).contains("passive"),
         "passively down server should say so: {down:#}"
     );
-    load.expect("B", 50, "with A dead");
+    expect_replies(&load, "B", 50, "with A dead");
     let failures = server_row(&lbctl.status_json(), &a_s)
         .map(|r| u64_of(&r, "failures"))
         .unwrap_or(0);
@@ -288,10 +196,10 @@ fn passive_detection_alone_fails_no_client_when_a_backend_dies() {
 
     // Back on the same address: after fail_timeout A is tried again.
     let a2 = Scripted::fixed_at(a_addr, "A again");
-    load.expect("A again", 20, "after A came back");
-    let (tally, errors) = load.finish();
+    expect_replies(&load, "A again", 20, "after A came back");
+    let report = load.stop();
     drop(master);
-    assert_no_failures(&tally, &errors);
+    report.assert_no_failures("clients under load");
     assert!(a2.accepted() >= 20);
 }
 

@@ -137,6 +137,8 @@ impl std::fmt::Display for Failure {
 struct Shared {
     started: Instant,
     short_ok: AtomicU64,
+    /// Short connections per accepted reply (same order as `replies`).
+    per_reply: Vec<AtomicU64>,
     long_bytes: AtomicU64,
     /// Round trips per long connection.
     long_rounds: Vec<AtomicU64>,
@@ -166,6 +168,7 @@ impl Shared {
 pub struct Load {
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    replies: Vec<String>,
     long_locals: Vec<SocketAddr>,
     has_short: bool,
     threads: Vec<JoinHandle<()>>,
@@ -235,6 +238,7 @@ impl Load {
         let shared = Arc::new(Shared {
             started: Instant::now(),
             short_ok: AtomicU64::new(0),
+            per_reply: cfg.replies.iter().map(|_| AtomicU64::new(0)).collect(),
             long_bytes: AtomicU64::new(0),
             long_rounds: (0..cfg.long_conns).map(|_| AtomicU64::new(0)).collect(),
             long_dead: (0..cfg.long_conns)
@@ -272,6 +276,7 @@ impl Load {
         Load {
             stop,
             shared,
+            replies: cfg.replies.clone(),
             long_locals,
             has_short: cfg.short_addr.is_some() && cfg.short_threads > 0,
             threads,
@@ -296,6 +301,14 @@ impl Load {
     /// `lbctl connections`).
     pub fn long_locals(&self) -> &[SocketAddr] {
         &self.long_locals
+    }
+
+    /// Short connections that got `reply` so far.
+    pub fn reply_count(&self, reply: &str) -> u64 {
+        self.replies
+            .iter()
+            .position(|r| r == reply)
+            .map_or(0, |i| self.shared.per_reply[i].load(Ordering::SeqCst))
     }
 
     /// Failures so far.
@@ -378,7 +391,8 @@ fn short_loop(
             match s.read_to_end(&mut buf) {
                 Ok(_) => {
                     let reply = String::from_utf8_lossy(&buf);
-                    if cfg.replies.iter().any(|r| *r == reply) {
+                    if let Some(i) = cfg.replies.iter().position(|r| *r == reply) {
+                        shared.per_reply[i].fetch_add(1, Ordering::SeqCst);
                         shared.short_ok.fetch_add(1, Ordering::SeqCst);
                     } else {
                         shared.fail(Side::Short, t, seq, local, format!("bad reply {reply:?}"));
