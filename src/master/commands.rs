@@ -38,7 +38,6 @@ impl Master {
                             token,
                             ControlClient {
                                 conn,
-                                closing: false,
                                 asked: false,
                                 opened: Instant::now(),
                                 answered: None,
@@ -60,7 +59,7 @@ impl Master {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        if client.closing {
+        if client.answered.is_some() {
             match client.conn.flush() {
                 Ok(false) => return,
                 _ => {
@@ -141,7 +140,6 @@ impl Master {
         let Some(client) = self.clients.get_mut(&token) else {
             return;
         };
-        client.closing = true;
         client.answered = Some(Instant::now());
         match client.conn.send(&resp) {
             Ok(()) if !client.conn.has_pending_writes() => self.drop_client(token),

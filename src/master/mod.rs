@@ -154,13 +154,12 @@ impl MasterPhase {
 
 struct ControlClient {
     conn: LineConn<UnixStream>,
-    /// The answer is queued; close once written.
-    closing: bool,
     /// Its one request arrived (later bytes are ignored).
     asked: bool,
     /// Accepted at; a client that asks nothing in time is dropped.
     opened: Instant,
-    /// When its answer was queued; one not written in time is dropped.
+    /// When its answer was queued (close once written); one not written
+    /// in time is dropped.
     answered: Option<Instant>,
 }
 
