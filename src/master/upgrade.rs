@@ -41,11 +41,17 @@ pub fn current_exe() -> io::Result<std::path::PathBuf> {
     })
 }
 
-fn clear_cloexec(fd: RawFd) -> io::Result<()> {
+/// Sets or clears close-on-exec on `fd`.
+fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     // SAFETY: fd is a descriptor this process owns for the whole call.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
+    let flags = if on {
+        FdFlag::FD_CLOEXEC
+    } else {
+        FdFlag::empty()
+    };
+    fcntl(fd, FcntlArg::F_SETFD(flags))?;
     Ok(())
 }
 
@@ -103,7 +109,7 @@ pub fn spawn_new_master(
         nix::unistd::ForkResult::Child => {
             super::signals::reset_in_child();
             for fd in &inherit {
-                let _ = clear_cloexec(*fd);
+                let _ = set_cloexec(*fd, false);
             }
             let err = nix::unistd::execve(&path, &args, &env).err();
             let msg = format!(
@@ -169,7 +175,7 @@ fn parse_and_adopt(spec: &str) -> Result<Inherited, String> {
                     let fd = parse_fd(f)?;
                     // SAFETY: as above; each fd is a listening TCP socket.
                     let l = unsafe { TcpListener::from_raw_fd(fd) };
-                    set_cloexec(fd).map_err(|e| e.to_string())?;
+                    set_cloexec(fd, true).map_err(|e| e.to_string())?;
                     socks.push(l);
                 }
                 listeners.adopt(addr, socks);
@@ -181,14 +187,6 @@ fn parse_and_adopt(spec: &str) -> Result<Inherited, String> {
         handover: handover.ok_or_else(|| format!("{ENV}: no handover fd"))?,
         listeners,
     })
-}
-
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-    // SAFETY: fd is owned by this process for the whole call.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    Ok(())
 }
 
 /// An upgrade the old master is waiting on.
