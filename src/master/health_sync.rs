@@ -38,8 +38,7 @@ impl Master {
                         }
                         cell.down_until_ms.store(0, Relaxed);
                         if cell.health.swap(HEALTH_DOWN, Relaxed) == HEALTH_UP {
-                            g.notes[idx].check =
-                                format!("{} connect failures (passive)", l.max_fails);
+                            g.notes[idx].check = passive_note(l);
                             g.notes[idx].since = now;
                             log(&format!(
                                 "server {}/{} is DOWN: {} connect failures within {} (passive check)",
@@ -94,4 +93,9 @@ impl Master {
             }
         }
     }
+}
+
+/// What `status` says about a server the passive check marked down.
+pub(super) fn passive_note(l: &config::ListenConfig) -> String {
+    format!("{} connect failures (passive)", l.max_fails)
 }

@@ -60,10 +60,8 @@ pub fn status(m: &Master, now: Instant) -> Status {
         .or_else(|| m.gens.last());
     let mut listens = Vec::new();
     let mut workers_configured = 0;
-    let mut config = m.config_path.display().to_string();
     if let Some(g) = serving {
         workers_configured = g.config.master.workers.get();
-        config = m.config_path.display().to_string();
         let mut idx = 0;
         for l in &g.config.listens {
             let first = g.region.server(idx);
@@ -90,7 +88,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                     addr: s.addr.to_string(),
                     state: state.to_string(),
                     check: if passive {
-                        format!("{} connect failures (passive)", l.max_fails)
+                        super::health_sync::passive_note(l)
                     } else {
                         note.check.clone()
                     },
@@ -114,7 +112,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
         generation: m.serving,
         phase: m.phase.name().to_string(),
         uptime_secs: now.duration_since(m.started).as_secs(),
-        config,
+        config: m.config_path.display().to_string(),
         workers_configured,
         workers,
         listens,
