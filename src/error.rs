@@ -35,7 +35,6 @@ impl Error {
         match self {
             Error::Config(_) | Error::Usage(_) => 1,
             Error::Remote { config: true, .. } => 1,
-            Error::Master(MasterError::Setup(_)) => 2,
             _ => 2,
         }
     }
