@@ -147,12 +147,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             graceful,
         } => {
             let path = config_path(config)?;
-            let cfg = config::load(&path)?;
+            // An invalid file must not stop the running master.
+            config::load(&path)?;
             let ends = endpoints(&path);
             if daemon::PidFile::running(&ends.pid_file).is_some() {
                 stop(&path, graceful)?;
             }
-            drop(cfg);
             start(&path, daemon)
         }
         Command::Reload { config } => {
@@ -164,13 +164,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let req = Request::Reload {
                 config: Some(path.clone()),
             };
-            match call(&ends, &req, Duration::from_secs(60))? {
-                Response::Done { message } => {
-                    println!("{message}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                other => Err(remote_error(other)),
-            }
+            call_done(&ends, &req, Duration::from_secs(60))
         }
         Command::Status {
             config,
@@ -197,13 +191,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Upgrade { config } => {
             let ends = endpoints(&config_path(config)?);
-            match call(&ends, &Request::Upgrade, Duration::from_secs(60))? {
-                Response::Done { message } => {
-                    println!("{message}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                other => Err(remote_error(other)),
-            }
+            call_done(&ends, &Request::Upgrade, Duration::from_secs(60))
         }
         Command::Check { config } => {
             let path = config_path(config)?;
@@ -323,6 +311,25 @@ fn master_key_by_line(text: &str, key: &str) -> Option<String> {
 
 fn call(ends: &Endpoints, req: &Request, timeout: Duration) -> Result<Response, Error> {
     Ok(Client::new(&ends.control_socket).call(req, timeout)?)
+}
+
+/// Sends a request whose answer is `Done`, printing its message.
+fn call_done(ends: &Endpoints, req: &Request, timeout: Duration) -> Result<ExitCode, Error> {
+    match call(ends, req, timeout)? {
+        Response::Done { message } => {
+            println!("{message}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(remote_error(other)),
+    }
+}
+
+/// The running master's status report.
+fn fetch_status(ends: &Endpoints) -> Result<Box<crate::stats::Status>, Error> {
+    match call(ends, &Request::Status, Duration::from_secs(5))? {
+        Response::Status { status } => Ok(status),
+        other => Err(remote_error(other)),
+    }
 }
 
 fn remote_error(resp: Response) -> Error {
@@ -499,10 +506,7 @@ fn stop(path: &Path, graceful: bool) -> Result<ExitCode, Error> {
 fn status(path: &Path, json: bool, watch: bool) -> Result<ExitCode, Error> {
     let ends = endpoints(path);
     loop {
-        let resp = call(&ends, &Request::Status, Duration::from_secs(5))?;
-        let Response::Status { status } = resp else {
-            return Err(remote_error(resp));
-        };
+        let status = fetch_status(&ends)?;
         if json {
             let s = serde_json::to_string(&status)
                 .map_err(|e| Error::Runtime(format!("cannot encode status: {e}")))?;
@@ -524,10 +528,7 @@ fn server(path: &Path, action: ServerCmd) -> Result<ExitCode, Error> {
     let ends = endpoints(path);
     let (action, target) = match action {
         ServerCmd::List => {
-            let resp = call(&ends, &Request::Status, Duration::from_secs(5))?;
-            let Response::Status { status } = resp else {
-                return Err(remote_error(resp));
-            };
+            let status = fetch_status(&ends)?;
             for l in &status.listens {
                 for s in &l.servers {
                     println!(
@@ -543,17 +544,11 @@ fn server(path: &Path, action: ServerCmd) -> Result<ExitCode, Error> {
         ServerCmd::Drain { target } => (ServerAction::Drain, target),
         ServerCmd::Weight { target, weight } => (ServerAction::Weight(weight), target),
     };
-    match call(
+    call_done(
         &ends,
         &Request::Server { action, target },
         Duration::from_secs(5),
-    )? {
-        Response::Done { message } => {
-            println!("{message}");
-            Ok(ExitCode::SUCCESS)
-        }
-        other => Err(remote_error(other)),
-    }
+    )
 }
 
 #[cfg(test)]
