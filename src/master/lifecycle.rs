@@ -296,10 +296,7 @@ impl Master {
         }
         daemon::sd_notify("READY=1");
         // Reloads asked for meanwhile (perhaps with a fixed file) run now.
-        if !self.queued_reloads.is_empty() {
-            let w = std::mem::take(&mut self.queued_reloads);
-            self.begin_reload(w, now);
-        }
+        self.start_queued_reloads(now);
     }
 
     pub(super) fn retire_finished(&mut self) {
@@ -329,10 +326,7 @@ impl Master {
                 ));
                 self.notify_ready(Ok(()));
                 daemon::sd_notify("READY=1");
-                if !self.queued_reloads.is_empty() {
-                    let w = std::mem::take(&mut self.queued_reloads);
-                    self.begin_reload(w, now);
-                }
+                self.start_queued_reloads(now);
             }
             MasterPhase::Reloading { generation }
                 if self
@@ -481,13 +475,21 @@ impl Master {
                 },
             );
         }
-        if !self.queued_reloads.is_empty() {
-            let w = std::mem::take(&mut self.queued_reloads);
-            self.begin_reload(w, now);
-        } else if self.queued_signal_reload {
+        if !self.start_queued_reloads(now) && self.queued_signal_reload {
             self.queued_signal_reload = false;
             self.begin_reload(Vec::new(), now);
         }
+    }
+
+    /// Starts the reload control clients asked for while another was in
+    /// progress (one reload answers them all); false when none waited.
+    pub(super) fn start_queued_reloads(&mut self, now: Instant) -> bool {
+        if self.queued_reloads.is_empty() {
+            return false;
+        }
+        let w = std::mem::take(&mut self.queued_reloads);
+        self.begin_reload(w, now);
+        true
     }
 
     // ---- stop -----------------------------------------------------------
