@@ -148,6 +148,13 @@ impl Master {
         }
     }
 
+    /// Sends the same answer to every control client in `waiters`.
+    pub(super) fn respond_all(&mut self, waiters: Vec<Token>, resp: Response) {
+        for w in waiters {
+            self.respond(w, resp.clone());
+        }
+    }
+
     pub(super) fn on_request(&mut self, token: Token, req: Request, now: Instant) {
         match req {
             Request::Status => {

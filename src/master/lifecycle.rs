@@ -282,18 +282,12 @@ impl Master {
         }
         self.phase = MasterPhase::Running;
         let waiters = std::mem::take(&mut self.reload_waiters);
-        for w in waiters {
-            self.respond(
-                w,
-                Response::Error {
-                    message: format!(
-                        "generation {generation}: workers did not start within {}s; generation {} keeps serving (see the log)",
-                        RELOAD_TIMEOUT.as_secs(),
-                        self.serving
-                    ),
-                },
-            );
-        }
+        let message = format!(
+            "generation {generation}: workers did not start within {}s; generation {} keeps serving (see the log)",
+            RELOAD_TIMEOUT.as_secs(),
+            self.serving
+        );
+        self.respond_all(waiters, Response::Error { message });
         daemon::sd_notify("READY=1");
         // Reloads asked for meanwhile (perhaps with a fixed file) run now.
         self.start_queued_reloads(now);
@@ -353,14 +347,8 @@ impl Master {
 
     pub(super) fn begin_reload(&mut self, waiters: Vec<Token>, now: Instant) {
         if matches!(self.phase, MasterPhase::Stopping { .. }) {
-            for w in waiters {
-                self.respond(
-                    w,
-                    Response::Error {
-                        message: "lbctl is stopping".into(),
-                    },
-                );
-            }
+            let message = "lbctl is stopping".into();
+            self.respond_all(waiters, Response::Error { message });
             return;
         }
         daemon::sd_notify("RELOADING=1");
@@ -368,28 +356,16 @@ impl Master {
             Ok(c) => c,
             Err(e) => {
                 log(&format!("reload rejected, configuration unchanged: {e}"));
-                for w in waiters {
-                    self.respond(
-                        w,
-                        Response::Error {
-                            message: format!("reload rejected, old configuration kept: {e}"),
-                        },
-                    );
-                }
+                let message = format!("reload rejected, old configuration kept: {e}");
+                self.respond_all(waiters, Response::Error { message });
                 daemon::sd_notify("READY=1");
                 return;
             }
         };
         let fail = |m: &mut Master, waiters: Vec<Token>, msg: String| {
             log(&format!("reload failed, configuration unchanged: {msg}"));
-            for w in waiters {
-                m.respond(
-                    w,
-                    Response::Error {
-                        message: format!("reload failed, old configuration kept: {msg}"),
-                    },
-                );
-            }
+            let message = format!("reload failed, old configuration kept: {msg}");
+            m.respond_all(waiters, Response::Error { message });
             daemon::sd_notify("READY=1");
         };
         let identity = match supervisor::resolve_identity(&config) {
@@ -467,14 +443,8 @@ impl Master {
         ));
         daemon::sd_notify("READY=1");
         let waiters = std::mem::take(&mut self.reload_waiters);
-        for w in waiters {
-            self.respond(
-                w,
-                Response::Done {
-                    message: format!("reloaded: generation {number}"),
-                },
-            );
-        }
+        let message = format!("reloaded: generation {number}");
+        self.respond_all(waiters, Response::Done { message });
         if !self.start_queued_reloads(now) && self.queued_signal_reload {
             self.queued_signal_reload = false;
             self.begin_reload(Vec::new(), now);
@@ -547,14 +517,8 @@ impl Master {
         self.stop_deadline = Some(now + if graceful { drain } else { FAST_STOP_GRACE });
         let mut waiters = std::mem::take(&mut self.reload_waiters);
         waiters.append(&mut self.queued_reloads);
-        for w in waiters {
-            self.respond(
-                w,
-                Response::Error {
-                    message: "lbctl is stopping".into(),
-                },
-            );
-        }
+        let message = "lbctl is stopping".into();
+        self.respond_all(waiters, Response::Error { message });
     }
 
     pub(super) fn finish_stop(&mut self) {
@@ -572,13 +536,6 @@ impl Master {
             let _ = std::fs::remove_file(&self.control_path);
         }
         let waiters = std::mem::take(&mut self.stop_waiters);
-        for w in waiters {
-            self.respond(
-                w,
-                Response::Done {
-                    message: msg.clone(),
-                },
-            );
-        }
+        self.respond_all(waiters, Response::Done { message: msg });
     }
 }

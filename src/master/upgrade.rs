@@ -321,15 +321,13 @@ impl Master {
     }
 
     fn upgrade_answer(&mut self, waiters: Vec<mio::Token>, result: Result<String, String>) {
-        for w in waiters {
-            let resp = match &result {
-                Ok(m) => Response::Done { message: m.clone() },
-                Err(e) => Response::Error {
-                    message: format!("upgrade failed, old master keeps serving: {e}"),
-                },
-            };
-            self.respond(w, resp);
-        }
+        let resp = match result {
+            Ok(message) => Response::Done { message },
+            Err(e) => Response::Error {
+                message: format!("upgrade failed, old master keeps serving: {e}"),
+            },
+        };
+        self.respond_all(waiters, resp);
     }
 
     /// The new master accepts: hand over the pid file and control socket,
