@@ -271,24 +271,19 @@ impl Master {
         };
         let mut found = None;
         for g in self.gens.iter_mut().filter(|g| !g.retiring) {
-            let mut idx = 0;
-            for l in &g.config.listens {
-                for s in &l.servers {
-                    if l.name == listen_name
-                        && (s.name.as_deref() == Some(server_name)
-                            || s.addr.to_string() == server_name)
-                    {
-                        let cell = g.region.server(idx);
-                        match action {
-                            ServerAction::Enable => cell.admin.store(ADMIN_ENABLED, Relaxed),
-                            ServerAction::Disable => cell.admin.store(ADMIN_DISABLED, Relaxed),
-                            ServerAction::Drain => cell.admin.store(ADMIN_DRAINING, Relaxed),
-                            ServerAction::Weight(w) => cell.weight.store(w, Relaxed),
-                        }
-                        g.notes[idx].since = now;
-                        found = Some(format!("{}/{}", l.name, s.label()));
+            for (idx, l, s) in reload::servers(&g.config) {
+                if l.name == listen_name
+                    && (s.name.as_deref() == Some(server_name) || s.addr.to_string() == server_name)
+                {
+                    let cell = g.region.server(idx);
+                    match action {
+                        ServerAction::Enable => cell.admin.store(ADMIN_ENABLED, Relaxed),
+                        ServerAction::Disable => cell.admin.store(ADMIN_DISABLED, Relaxed),
+                        ServerAction::Drain => cell.admin.store(ADMIN_DRAINING, Relaxed),
+                        ServerAction::Weight(w) => cell.weight.store(w, Relaxed),
                     }
-                    idx += 1;
+                    g.notes[idx].since = now;
+                    found = Some(format!("{}/{}", l.name, s.label()));
                 }
             }
         }
@@ -315,14 +310,12 @@ impl Master {
 }
 
 /// (listen name, server label) of global server index `idx`.
-pub(super) fn server_at(config: &Config, mut idx: usize) -> (String, String) {
-    for l in &config.listens {
-        if idx < l.servers.len() {
-            return (l.name.clone(), l.servers[idx].label());
-        }
-        idx -= l.servers.len();
-    }
-    (String::new(), String::new())
+pub(super) fn server_at(config: &Config, idx: usize) -> (String, String) {
+    reload::servers(config)
+        .nth(idx)
+        .map_or((String::new(), String::new()), |(_, l, s)| {
+            (l.name.clone(), s.label())
+        })
 }
 
 /// Whether two paths name the same file (symlinks and spellings resolved).

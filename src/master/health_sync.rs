@@ -20,36 +20,32 @@ impl Master {
                 c.tick(self.poll.registry(), now, &mut reports);
             }
             // Passive failures of checked servers hand over to the check.
-            let mut idx = 0;
-            for l in &g.config.listens {
-                for s in &l.servers {
-                    let cell = g.region.server(idx);
-                    let until = cell.down_until_ms.load(Relaxed);
-                    if until > now_ms && s.health.is_some() {
-                        if let Some(c) = &mut g.checker {
-                            c.force(
-                                idx,
-                                HealthState {
-                                    up: false,
-                                    successes: 0,
-                                    failures: 0,
-                                },
-                            );
-                        }
-                        cell.down_until_ms.store(0, Relaxed);
-                        if cell.health.swap(HEALTH_DOWN, Relaxed) == HEALTH_UP {
-                            g.notes[idx].check = passive_note(l);
-                            g.notes[idx].since = now;
-                            log(&format!(
-                                "server {}/{} is DOWN: {} connect failures within {} (passive check)",
-                                l.name,
-                                s.label(),
-                                l.max_fails,
-                                crate::health::human_duration(l.fail_timeout)
-                            ));
-                        }
+            for (idx, l, s) in reload::servers(&g.config) {
+                let cell = g.region.server(idx);
+                let until = cell.down_until_ms.load(Relaxed);
+                if until > now_ms && s.health.is_some() {
+                    if let Some(c) = &mut g.checker {
+                        c.force(
+                            idx,
+                            HealthState {
+                                up: false,
+                                successes: 0,
+                                failures: 0,
+                            },
+                        );
                     }
-                    idx += 1;
+                    cell.down_until_ms.store(0, Relaxed);
+                    if cell.health.swap(HEALTH_DOWN, Relaxed) == HEALTH_UP {
+                        g.notes[idx].check = passive_note(l);
+                        g.notes[idx].since = now;
+                        log(&format!(
+                            "server {}/{} is DOWN: {} connect failures within {} (passive check)",
+                            l.name,
+                            s.label(),
+                            l.max_fails,
+                            crate::health::human_duration(l.fail_timeout)
+                        ));
+                    }
                 }
             }
             let n = g.number;

@@ -6,7 +6,7 @@
 
 use super::listeners::Listeners;
 use super::supervisor::{Generation, ServerNote, Slot, WorkerState};
-use crate::config::Config;
+use crate::config::{Config, ListenConfig, ServerConfig};
 use crate::health::{Checker, Target};
 use crate::shm::{HEALTH_UP, Region};
 use std::net::SocketAddr;
@@ -17,6 +17,17 @@ use std::time::Instant;
 /// Tokens of generation `n`'s health probes start here.
 pub fn health_token_base(n: u64) -> usize {
     (1usize << 48) + ((n % 65_536) as usize) * (1 << 24)
+}
+
+/// Every server of `config` with its listen, numbered by global server index
+/// (the order of the server cells in a generation's shared region).
+pub fn servers(config: &Config) -> impl Iterator<Item = (usize, &ListenConfig, &ServerConfig)> {
+    config
+        .listens
+        .iter()
+        .flat_map(|l| l.servers.iter().map(move |s| (l, s)))
+        .enumerate()
+        .map(|(i, (l, s))| (i, l, s))
 }
 
 /// Binds what `config` needs; returns the binds made (to undo on failure).
@@ -51,15 +62,9 @@ pub fn undo_binds(listeners: &mut Listeners, made: &[(SocketAddr, usize)]) {
 /// carried: a reload resets them to the file.
 pub fn inherit_health(old: &Generation, new: &mut Generation) {
     let index = |g: &Generation| -> Vec<(String, std::net::SocketAddr, usize)> {
-        let mut out = Vec::new();
-        let mut idx = 0;
-        for l in &g.config.listens {
-            for s in &l.servers {
-                out.push((l.name.clone(), s.addr, idx));
-                idx += 1;
-            }
-        }
-        out
+        servers(&g.config)
+            .map(|(i, l, s)| (l.name.clone(), s.addr, i))
+            .collect()
     };
     let old_index = index(old);
     for (listen, addr, i) in index(new) {
@@ -95,36 +100,31 @@ pub fn new_generation(
     config: Arc<Config>,
     now: Instant,
 ) -> Result<Generation, crate::shm::ShmError> {
-    let servers: usize = config.listens.iter().map(|l| l.servers.len()).sum();
     let slots = config.master.workers.get();
-    let region = Region::new(slots, servers)?;
+    let region = Region::new(slots, servers(&config).count())?;
     let mut targets = Vec::new();
     let mut notes = Vec::new();
-    let mut g = 0;
-    for l in &config.listens {
-        for s in &l.servers {
-            let cell = region.server(g);
-            cell.weight.store(s.weight, Relaxed);
-            cell.health.store(HEALTH_UP, Relaxed);
-            if let Some(h) = &s.health {
-                targets.push(Target {
-                    id: g,
-                    addr: s.addr,
-                    config: h.clone(),
-                });
-            }
-            notes.push(ServerNote {
-                check: if s.health.is_some() {
-                    "not checked yet".into()
-                } else {
-                    "no check".into()
-                },
-                since: now,
-                ok_in_row: 0,
-                failed_in_row: 0,
+    for (g, _, s) in servers(&config) {
+        let cell = region.server(g);
+        cell.weight.store(s.weight, Relaxed);
+        cell.health.store(HEALTH_UP, Relaxed);
+        if let Some(h) = &s.health {
+            targets.push(Target {
+                id: g,
+                addr: s.addr,
+                config: h.clone(),
             });
-            g += 1;
         }
+        notes.push(ServerNote {
+            check: if s.health.is_some() {
+                "not checked yet".into()
+            } else {
+                "no check".into()
+            },
+            since: now,
+            ok_in_row: 0,
+            failed_in_row: 0,
+        });
     }
     let checker = if targets.is_empty() {
         None
