@@ -270,13 +270,14 @@ impl Master {
         };
         let identity = supervisor::resolve_identity(&config).map_err(MasterError::Setup)?;
         let nofile = raise_nofile_limit();
-        let poll = Poll::new().map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
+        let epoll_err = |e: std::io::Error| MasterError::Setup(format!("epoll: {e}"));
+        let poll = Poll::new().map_err(epoll_err)?;
         let mut signals = SignalPipes::install()
             .map_err(|e| MasterError::Setup(format!("signal handlers: {e}")))?;
         for (i, r) in signals.readers.iter_mut().enumerate() {
             poll.registry()
                 .register(r, Token(i), Interest::READABLE)
-                .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
+                .map_err(epoll_err)?;
         }
         reload::bind_all(&mut listeners, &config)
             .map_err(|(addr, source)| MasterError::Bind { addr, source })?;
@@ -291,7 +292,7 @@ impl Master {
             Some(h) => poll
                 .registry()
                 .register(h, HANDOVER, Interest::READABLE)
-                .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?,
+                .map_err(epoll_err)?,
             None => {
                 let mut c = bind_control(&control_path).map_err(|source| MasterError::Control {
                     path: control_path.clone(),
@@ -299,7 +300,7 @@ impl Master {
                 })?;
                 poll.registry()
                     .register(&mut c, CONTROL, Interest::READABLE)
-                    .map_err(|e| MasterError::Setup(format!("epoll: {e}")))?;
+                    .map_err(epoll_err)?;
                 control = Some(c);
             }
         }
