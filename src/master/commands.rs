@@ -179,16 +179,13 @@ impl Master {
                     },
                 ),
             Request::Reload { .. } => match self.phase {
-                MasterPhase::Stopping { .. } => self.respond(
-                    token,
-                    Response::Error {
-                        message: "lbctl is stopping".into(),
-                    },
-                ),
                 MasterPhase::Reloading { .. } | MasterPhase::Starting => {
                     self.queued_reloads.push(token)
                 }
-                MasterPhase::Running => self.begin_reload(vec![token], now),
+                // Refused there while stopping.
+                MasterPhase::Running | MasterPhase::Stopping { .. } => {
+                    self.begin_reload(vec![token], now)
+                }
             },
             Request::Stop { graceful } => {
                 self.stop_waiters.push(token);
