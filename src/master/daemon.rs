@@ -28,12 +28,16 @@ pub enum PidError {
     Io(io::Error),
 }
 
-fn open_pid(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
+/// Creates the directory `path` lives in, if missing.
+pub fn create_parent_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir),
+        _ => Ok(()),
     }
+}
+
+fn open_pid(path: &Path) -> io::Result<File> {
+    create_parent_dir(path)?;
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -170,11 +174,7 @@ pub fn daemonize(log_file: &Path) -> io::Result<Daemonized> {
 
 /// Opens (creating directories) the log file for appending.
 pub fn open_log(path: &Path) -> io::Result<File> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
+    create_parent_dir(path)?;
     OpenOptions::new()
         .create(true)
         .append(true)

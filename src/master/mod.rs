@@ -466,11 +466,7 @@ fn raise_nofile_limit() -> u64 {
 /// Binds the control socket (mode 0600), replacing a stale one: the caller
 /// holds the pid file lock, so no live master owns it.
 fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
+    daemon::create_parent_dir(path)?;
     // Only a stale socket is removed; any other file at that path is kept
     // and reported (a misconfigured path must never destroy data).
     match std::fs::symlink_metadata(path) {
