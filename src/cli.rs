@@ -148,8 +148,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         } => {
             let path = config_path(config)?;
             // An invalid file must not stop the running master.
-            config::load(&path)?;
-            let ends = endpoints(&path);
+            let ends = Endpoints::of(&config::load(&path)?);
             if daemon::PidFile::running(&ends.pid_file).is_some() {
                 stop(&path, graceful)?;
             }
@@ -159,11 +158,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             let path = config_path(config)?;
             // An invalid file changes nothing: say why (key and line) here,
             // the running master keeps its configuration.
-            config::load(&path)?;
-            let ends = endpoints(&path);
-            let req = Request::Reload {
-                config: Some(path.clone()),
-            };
+            let ends = Endpoints::of(&config::load(&path)?);
+            let req = Request::Reload { config: Some(path) };
             call_done(&ends, &req, Duration::from_secs(60))
         }
         Command::Status {
@@ -244,17 +240,24 @@ pub struct Endpoints {
     pub drain_timeout: Duration,
 }
 
+impl Endpoints {
+    /// The endpoints of a validated config.
+    pub fn of(cfg: &Config) -> Endpoints {
+        Endpoints {
+            control_socket: cfg.master.control_socket.clone(),
+            pid_file: cfg.master.pid_file.clone(),
+            drain_timeout: cfg.master.drain_timeout,
+        }
+    }
+}
+
 /// Finds the control socket and pid file of `path` — from the validated
 /// config when it is valid, else leniently from the raw TOML, so that
 /// `reload` of a broken file still reaches the master (which then rejects
 /// it with the key and line).
 pub fn endpoints(path: &Path) -> Endpoints {
     if let Ok(cfg) = config::load(path) {
-        return Endpoints {
-            control_socket: cfg.master.control_socket,
-            pid_file: cfg.master.pid_file,
-            drain_timeout: cfg.master.drain_timeout,
-        };
+        return Endpoints::of(&cfg);
     }
     let base = path.parent().unwrap_or(Path::new("/"));
     let text = std::fs::read_to_string(path).unwrap_or_default();
