@@ -61,6 +61,12 @@ impl Master {
         }
     }
 
+    /// Tells a live worker to drain; it is killed at `deadline`.
+    pub(super) fn drain_slot(&mut self, gi: usize, slot: usize, deadline: Instant) {
+        self.send_to(gi, slot, &ToWorker::Drain);
+        self.gens[gi].slots[slot].state = WorkerState::Draining { deadline };
+    }
+
     // ---- supervision ----------------------------------------------------
 
     /// One reconciliation turn: respawn what is due, enforce deadlines,
@@ -416,10 +422,7 @@ impl Master {
             for k in 0..self.gens[gi].slots.len() {
                 let alive = self.gens[gi].slots[k].pid.is_some();
                 if alive {
-                    self.send_to(gi, k, &ToWorker::Drain);
-                    self.gens[gi].slots[k].state = WorkerState::Draining {
-                        deadline: now + drain,
-                    };
+                    self.drain_slot(gi, k, now + drain);
                     drained += 1;
                 } else {
                     self.gens[gi].slots[k].state = WorkerState::Exited;
@@ -501,10 +504,7 @@ impl Master {
                         if graceful {
                             if !matches!(self.gens[gi].slots[k].state, WorkerState::Draining { .. })
                             {
-                                self.send_to(gi, k, &ToWorker::Drain);
-                                self.gens[gi].slots[k].state = WorkerState::Draining {
-                                    deadline: now + drain,
-                                };
+                                self.drain_slot(gi, k, now + drain);
                             }
                         } else {
                             let _ = kill(pid, Signal::SIGTERM);
