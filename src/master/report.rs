@@ -18,7 +18,18 @@ pub fn rss_kb(pid: i32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/statm"))
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |pages| pages * 4)
+        .map_or(0, |pages| pages * page_kb())
+}
+
+/// The page size in KiB (4 on x86-64, 16 or 64 on some arm64 kernels).
+fn page_kb() -> u64 {
+    static PAGE_KB: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE_KB.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map_or(4, |b| (b as u64 / 1024).max(1))
+    })
 }
 
 /// The status report.
