@@ -233,29 +233,6 @@ impl Pipe {
         }
     }
 
-    /// Reads what the source already sent, before there is a destination
-    /// (a new client, before its server is picked), so the first bytes can
-    /// go out with the server connection's handshake. Holds no buffer when
-    /// nothing came.
-    pub fn read_ahead<R: Read>(
-        &mut self,
-        src: &mut R,
-        src_ready: &mut Ready,
-        pool: &mut Pool,
-    ) -> io::Result<()> {
-        let result = if src_ready.read && !self.eof && self.buf.is_none() {
-            self.read_step(src, src_ready, pool).map(drop)
-        } else {
-            Ok(())
-        };
-        if self.end == self.start
-            && let Some(b) = self.buf.take()
-        {
-            pool.give(b);
-        }
-        result
-    }
-
     /// One write of the buffered bytes; 0 when `dst` would block. The
     /// write flag is cleared on WouldBlock and after a short write (the send
     /// buffer is full).
@@ -288,21 +265,6 @@ impl Pipe {
                 Err(e) => Err(e),
             };
         }
-    }
-
-    /// Writes the bytes read ahead once to `dst`, a connect in progress: a
-    /// write that succeeds proves it connected; 0 while it is still
-    /// connecting (or nothing was read ahead).
-    pub fn write_ahead<W: Write>(
-        &mut self,
-        dst: &mut W,
-        dst_ready: &mut Ready,
-    ) -> io::Result<usize> {
-        if self.end == self.start {
-            return Ok(0);
-        }
-        dst_ready.write = true;
-        self.write_step(dst, dst_ready)
     }
 
     /// Returns idle resources and forwards EOF once everything is written.

@@ -8,8 +8,6 @@ use super::buffer::{Flow, Pipe, Pool, Ready};
 use crate::balance::ServerId;
 use mio::event::Event;
 use mio::net::TcpStream;
-use nix::errno::Errno;
-use socket2::{Domain, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -146,18 +144,8 @@ impl Conn {
         r.urgent |= ev.is_priority();
     }
 
-    /// Reads what the client sent before its server is picked (see
-    /// [`Pipe::read_ahead`]).
-    pub fn read_ahead(&mut self, pool: &mut Pool) -> io::Result<()> {
-        self.up
-            .read_ahead(&mut self.client, &mut self.client_ready, pool)
-    }
-
-    /// Starts a connect attempt to `server_id` at `addr`. With client bytes
-    /// already in hand, the handshake's last ACK is held back (TCP_QUICKACK
-    /// off) so that it rides on those bytes: one packet less per connection,
-    /// as HAProxy's `tcp-smart-connect`. Without them (a protocol where the
-    /// server speaks first) nothing is held back.
+    /// Starts a connect attempt to `server_id` at `addr` (TCP_NODELAY set
+    /// at once: one place for it, whichever way the connect completes).
     pub fn start_connect(
         &mut self,
         server_id: ServerId,
@@ -169,34 +157,9 @@ impl Conn {
         self.server_id = Some(server_id);
         self.tried.push(server_id);
         self.phase = Phase::Connecting { deadline };
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking(), None)?;
-        let _ = socket.set_tcp_nodelay(true);
-        if self.up.pending() > 0 {
-            let _ = socket.set_tcp_quickack(false);
-        }
-        match socket.connect(&addr.into()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(Errno::EINPROGRESS as i32) => {}
-            Err(e) => return Err(e),
-        }
-        let stream = TcpStream::from_std(std::net::TcpStream::from(socket));
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
         Ok(self.server.insert(stream))
-    }
-
-    /// Sends the client bytes read ahead on the connect in progress (see
-    /// [`Pipe::write_ahead`]): once some went out the connection is up (on
-    /// loopback it usually is by the time connect(2) returns), so relaying
-    /// starts without waiting for the connect's event. An error: the
-    /// connect failed.
-    pub fn send_ahead(&mut self) -> io::Result<usize> {
-        let Some(server) = self.server.as_mut() else {
-            return Ok(0);
-        };
-        let n = self.up.write_ahead(server, &mut self.server_ready)?;
-        if n > 0 {
-            self.phase = Phase::Relaying;
-        }
-        Ok(n)
     }
 
     /// Checks the outcome of the connect in progress (mio's recipe:

@@ -341,14 +341,9 @@ impl Worker {
         slot.active.fetch_add(1, Relaxed);
         slot.total.fetch_add(1, Relaxed);
         self.live += 1;
-        // What the client sent already goes out with the server's handshake.
-        let read = conn.read_ahead(&mut self.pool);
         let serial = conn.serial;
         self.conns[idx] = Some(conn);
-        match read {
-            Ok(()) => self.dispatch(idx, serial),
-            Err(_) => self.close(idx, true),
-        }
+        self.dispatch(idx, serial);
     }
 
     /// Picks a server and starts connecting, queues, or closes the client.
@@ -363,10 +358,10 @@ impl Worker {
         let listen = &self.config.listens[listen_idx];
         let rt = &mut self.listens[listen_idx];
         let now_ms = shm::now_ms();
-        let sent = loop {
+        loop {
             let attempts = conn.tried.len() as u32;
             if attempts > listen.retries {
-                break None;
+                break;
             }
             let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, now_ms);
             let key = balance::client_key(conn.client_addr.ip());
@@ -374,7 +369,7 @@ impl Worker {
                 if conn.tried.is_empty() && view.all_full() && self.enqueue(idx) {
                     return;
                 }
-                break None;
+                break;
             };
             let g = rt.base + id;
             let addr = listen.servers[id].addr;
@@ -396,7 +391,7 @@ impl Worker {
                         .is_ok()
                     {
                         self.timers.push(deadline, idx, serial);
-                        break Some(conn.send_ahead());
+                        return;
                     }
                     cell.active.fetch_sub(1, Relaxed);
                     conn.server = None;
@@ -414,7 +409,7 @@ impl Worker {
                     if self.enqueue(idx) {
                         return;
                     }
-                    break None;
+                    break;
                 }
                 Err(_) => {
                     cell.active.fetch_sub(1, Relaxed);
@@ -423,22 +418,9 @@ impl Worker {
                     conn.server = None;
                 }
             }
-        };
-        match sent {
-            // No server: the client is closed.
-            None => self.close(idx, true),
-            // Nothing read ahead, or still connecting: the connect's event
-            // continues.
-            Some(Ok(0)) => {}
-            Some(Ok(n)) => {
-                self.region
-                    .slot(self.slot)
-                    .bytes_in
-                    .fetch_add(n as u64, Relaxed);
-                self.progress(idx);
-            }
-            Some(Err(_)) => self.connect_failed(idx),
         }
+        // No server: the client is closed.
+        self.close(idx, true);
     }
 
     /// Puts a client in its listen's queue (bounded by `queue.size`, and by
