@@ -1,11 +1,14 @@
-//! Owns one proxied connection: the client socket, the server socket once a
-//! server is picked, the two [`Pipe`]s, the edge-triggered readiness flags,
-//! the connect-then-relay phase, and the half-close rules (EOF from one side
-//! is forwarded as `shutdown(Write)` to the other while the other direction
-//! keeps flowing; the connection ends when both directions are done).
+//! Owns what every connection has, whatever its protocol: the client socket
+//! and its readiness, the [`Upstream`] (the server side: socket, readiness,
+//! the servers tried so far), the loop-managed [`Phase`] (queued, connecting,
+//! active), the non-blocking connect and its check, and the bookkeeping the
+//! loop needs (serial, timers, idle time). The protocol itself is the
+//! [`Session`] it carries.
 
-use super::buffer::{Flow, Pipe, Pool, Ready};
+use super::buffer::{Pool, Ready};
+use super::session::{Io, Session, Step};
 use crate::balance::ServerId;
+use crate::config::Mode;
 use mio::event::Event;
 use mio::net::TcpStream;
 use std::io;
@@ -25,8 +28,21 @@ pub enum Phase {
         /// Connect timeout.
         deadline: Instant,
     },
-    /// Bytes flow both ways.
-    Relaying,
+    /// Connected: the session runs.
+    Active,
+}
+
+/// The server side of a connection.
+#[derive(Debug, Default)]
+pub struct Upstream {
+    /// The server socket, while connecting or connected.
+    pub server: Option<TcpStream>,
+    /// The server picked (index in the listen's servers).
+    pub server_id: Option<ServerId>,
+    /// Servers already tried for this client (never retried).
+    pub tried: Vec<ServerId>,
+    /// The server socket's edge-triggered readiness.
+    pub ready: Ready,
 }
 
 /// One client connection and its server side.
@@ -40,26 +56,17 @@ pub struct Conn {
     pub client: TcpStream,
     /// The client's address.
     pub client_addr: SocketAddr,
-    /// The server socket, while connecting or relaying.
-    pub server: Option<TcpStream>,
-    /// The server picked (index in the listen's servers).
-    pub server_id: Option<ServerId>,
-    /// Servers already tried for this client (never retried).
-    pub tried: Vec<ServerId>,
+    client_ready: Ready,
+    /// The server side.
+    pub upstream: Upstream,
     /// Phase.
     pub phase: Phase,
-    /// Client → server.
-    pub up: Pipe,
-    /// Server → client.
-    pub down: Pipe,
-    client_ready: Ready,
-    server_ready: Ready,
+    /// The protocol.
+    pub session: Session,
     /// Waits in `again` for another turn (never listed twice).
     pub in_again: bool,
     /// Its queue deadline is armed (armed once, however often it requeues).
     pub queue_timer: bool,
-    /// Which direction goes first next turn (so neither starves the other).
-    flip: bool,
     /// When the client was accepted.
     pub accepted: Instant,
     /// Last event time (idle timeout).
@@ -77,26 +84,12 @@ pub enum ConnectState {
     Failed(io::Error),
 }
 
-/// What a relay step left.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Relay {
-    /// Still open; bytes moved (client → server, server → client) this step.
-    Open(u64, u64),
-    /// Both directions finished cleanly.
-    Finished(u64, u64),
-    /// The byte budget of one turn is spent and more may be ready: resume
-    /// after the worker's other events (edge-triggered: no new event comes).
-    Busy(u64, u64),
-}
-
-/// Bytes one connection may move per turn of the worker's loop.
-pub const TURN_BUDGET: usize = 512 * 1024;
-
 impl Conn {
-    /// A freshly accepted client.
+    /// A freshly accepted client of a listen in `mode`.
     pub fn new(
         serial: u64,
         listen: usize,
+        mode: Mode,
         client: TcpStream,
         client_addr: SocketAddr,
         now: Instant,
@@ -106,22 +99,17 @@ impl Conn {
             listen,
             client,
             client_addr,
-            server: None,
-            server_id: None,
-            tried: Vec::new(),
-            phase: Phase::Relaying,
-            up: Pipe::default(),
-            down: Pipe::default(),
             // The client may already have sent bytes before registration.
             client_ready: Ready {
                 read: true,
                 write: true,
                 ..Ready::default()
             },
-            server_ready: Ready::default(),
+            upstream: Upstream::default(),
+            phase: Phase::Active,
+            session: Session::new(mode),
             in_again: false,
             queue_timer: false,
-            flip: false,
             accepted: now,
             last_active: now,
         }
@@ -133,7 +121,7 @@ impl Conn {
         let readable = ev.is_readable() || closed;
         let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
         let r = if server_side {
-            &mut self.server_ready
+            &mut self.upstream.ready
         } else {
             &mut self.client_ready
         };
@@ -152,31 +140,33 @@ impl Conn {
         addr: SocketAddr,
         deadline: Instant,
     ) -> io::Result<&mut TcpStream> {
-        self.server = None;
-        self.server_ready = Ready::default();
-        self.server_id = Some(server_id);
-        self.tried.push(server_id);
+        let up = &mut self.upstream;
+        up.server = None;
+        up.ready = Ready::default();
+        up.server_id = Some(server_id);
+        up.tried.push(server_id);
         self.phase = Phase::Connecting { deadline };
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
-        Ok(self.server.insert(stream))
+        Ok(up.server.insert(stream))
     }
 
     /// Checks the outcome of the connect in progress (mio's recipe:
     /// `take_error`, then `peer_addr`).
     pub fn check_connect(&mut self) -> ConnectState {
-        let Some(server) = &self.server else {
+        let up = &mut self.upstream;
+        let Some(server) = &up.server else {
             return ConnectState::Failed(io::ErrorKind::NotConnected.into());
         };
-        if !self.server_ready.write && !self.server_ready.read {
+        if !up.ready.write && !up.ready.read {
             return ConnectState::Pending;
         }
         // A clean EPOLLOUT (no error, no hang-up) on a first attempt means
         // connected: skip the getsockopt and getpeername calls. A retry's
         // socket reuses the token of a failed one whose stale events may
         // still be in this batch, so retries check the slow way.
-        if self.server_ready.write && !self.server_ready.read_closed && self.tried.len() == 1 {
-            self.phase = Phase::Relaying;
+        if up.ready.write && !up.ready.read_closed && up.tried.len() == 1 {
+            self.phase = Phase::Active;
             return ConnectState::Connected;
         }
         match server.take_error() {
@@ -185,96 +175,30 @@ impl Conn {
         }
         match server.peer_addr() {
             Ok(_) => {
-                self.phase = Phase::Relaying;
+                self.phase = Phase::Active;
                 ConnectState::Connected
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                self.server_ready = Ready::default();
+                up.ready = Ready::default();
                 ConnectState::Pending
             }
             Err(e) => ConnectState::Failed(e),
         }
     }
 
-    /// Moves bytes both ways as far as readiness, buffers and the turn's
-    /// budget allow. The direction that goes first alternates per turn.
-    pub fn relay(&mut self, pool: &mut Pool) -> io::Result<Relay> {
-        let Some(mut server) = self.server.take() else {
-            return Ok(Relay::Open(0, 0));
+    /// Runs the session one step (the connection is active).
+    pub fn advance(&mut self, pool: &mut Pool) -> io::Result<Step> {
+        let io = Io {
+            client: &mut self.client,
+            client_ready: &mut self.client_ready,
+            upstream: &mut self.upstream,
         };
-        let result = self.relay_with(&mut server, pool);
-        self.server = Some(server);
-        result
-    }
-
-    fn relay_with(&mut self, server: &mut TcpStream, pool: &mut Pool) -> io::Result<Relay> {
-        let up_before = self.up.bytes;
-        let down_before = self.down.bytes;
-        let mut budget = TURN_BUDGET;
-        self.flip = !self.flip;
-        while budget > 0 {
-            self.up.last = self.down.done();
-            self.down.last = self.up.done();
-            let (a, b) = if self.flip {
-                let a = self.pump_up(server, pool, &mut budget)?;
-                (a, self.pump_down(server, pool, &mut budget)?)
-            } else {
-                let b = self.pump_down(server, pool, &mut budget)?;
-                (self.pump_up(server, pool, &mut budget)?, b)
-            };
-            if a == Flow::Idle && b == Flow::Idle {
-                break;
-            }
-        }
-        let moved_up = self.up.bytes - up_before;
-        let moved_down = self.down.bytes - down_before;
-        if self.up.done() && self.down.done() {
-            Ok(Relay::Finished(moved_up, moved_down))
-        } else if budget == 0 {
-            Ok(Relay::Busy(moved_up, moved_down))
-        } else {
-            Ok(Relay::Open(moved_up, moved_down))
-        }
-    }
-
-    /// Client → server.
-    fn pump_up(
-        &mut self,
-        server: &mut TcpStream,
-        pool: &mut Pool,
-        budget: &mut usize,
-    ) -> io::Result<Flow> {
-        self.up.transfer(
-            &mut self.client,
-            &mut self.client_ready,
-            server,
-            &mut self.server_ready,
-            pool,
-            budget,
-        )
-    }
-
-    /// Server → client.
-    fn pump_down(
-        &mut self,
-        server: &mut TcpStream,
-        pool: &mut Pool,
-        budget: &mut usize,
-    ) -> io::Result<Flow> {
-        self.down.transfer(
-            server,
-            &mut self.server_ready,
-            &mut self.client,
-            &mut self.client_ready,
-            pool,
-            budget,
-        )
+        self.session.advance(io, pool)
     }
 
     /// Gives the buffers back (the connection is being dropped).
     pub fn release(&mut self, pool: &mut Pool) {
-        self.up.release(pool);
-        self.down.release(pool);
+        self.session.release(pool);
     }
 
     /// A word for `lbctl connections`.
@@ -282,8 +206,7 @@ impl Conn {
         match self.phase {
             Phase::Queued { .. } => "queued",
             Phase::Connecting { .. } => "connecting",
-            Phase::Relaying if self.up.eof || self.down.eof => "half-closed",
-            Phase::Relaying => "relaying",
+            Phase::Active => self.session.state_name(),
         }
     }
 }

@@ -1,13 +1,21 @@
 //! Owns a worker process's event loop ([`run`]): one mio `Poll` over the
-//! inherited listening sockets, the channel to the master, and every proxied
-//! connection. Accepts until WouldBlock, picks a server through the listen's
-//! balancer, connects without blocking (retrying other servers on failure),
-//! relays with back-pressure, enforces connect/idle timeouts and `max_conns`
-//! queues, counts into its slot of the shared region, and drains on request.
+//! inherited listening sockets, the channel to the master, and the slab of
+//! connections with their tokens. Accepts until WouldBlock, hands each new
+//! client to [`dispatch`] (server pick, connect, retries, the queue), drives
+//! its [`session::Session`] on readiness, enforces connect/idle timeouts,
+//! counts into its slot of the shared region, and drains on request.
 //! Nothing here blocks and no peer's error leaves its connection.
+//!
+//! The files: `conn` (what every connection has: client, upstream, phase),
+//! `dispatch` (getting a server), `session` (the seam protocols plug into),
+//! `tcp` (`mode = "tcp"`), `buffer` (bounded per-direction buffers, splice),
+//! `timers` (deadline heap), `view` (live server state for the balancers).
 
 pub mod buffer;
 pub mod conn;
+mod dispatch;
+pub mod session;
+pub mod tcp;
 pub mod timers;
 pub mod view;
 
@@ -19,16 +27,16 @@ use crate::health::is_local_shortage;
 use crate::shm::{self, Region};
 use crate::stats::ConnRow;
 use buffer::Pool;
-use conn::{Conn, ConnectState, Phase, Relay};
+use conn::{Conn, ConnectState, Phase};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
+use session::Step;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use timers::Timers;
-use view::LiveView;
 
 const CHANNEL: Token = Token(usize::MAX - 1);
 const CONN_BASE: usize = 1 << 20;
@@ -322,7 +330,8 @@ impl Worker {
                 self.conns.len() - 1
             }
         };
-        let mut conn = Conn::new(self.serial, listen, stream, addr, self.now);
+        let mode = self.config.listens[listen].mode;
+        let mut conn = Conn::new(self.serial, listen, mode, stream, addr, self.now);
         let token = Token(CONN_BASE + 2 * idx);
         if self
             .poll
@@ -344,110 +353,6 @@ impl Worker {
         let serial = conn.serial;
         self.conns[idx] = Some(conn);
         self.dispatch(idx, serial);
-    }
-
-    /// Picks a server and starts connecting, queues, or closes the client.
-    fn dispatch(&mut self, idx: usize, serial: u64) {
-        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return;
-        };
-        if conn.serial != serial {
-            return;
-        }
-        let listen_idx = conn.listen;
-        let listen = &self.config.listens[listen_idx];
-        let rt = &mut self.listens[listen_idx];
-        let now_ms = shm::now_ms();
-        loop {
-            let attempts = conn.tried.len() as u32;
-            if attempts > listen.retries {
-                break;
-            }
-            let view = LiveView::new(&self.region, listen, rt.base, &conn.tried, now_ms);
-            let key = balance::client_key(conn.client_addr.ip());
-            let Some(id) = rt.balancer.pick(&view, key) else {
-                if conn.tried.is_empty() && view.all_full() && self.enqueue(idx) {
-                    return;
-                }
-                break;
-            };
-            let g = rt.base + id;
-            let addr = listen.servers[id].addr;
-            let deadline = self.now + listen.timeouts.connect;
-            let cell = self.region.slot_server(self.slot, g);
-            cell.active.fetch_add(1, Relaxed);
-            match conn.start_connect(id, addr, deadline) {
-                Ok(server) => {
-                    cell.total.fetch_add(1, Relaxed);
-                    let token = Token(CONN_BASE + 2 * idx + 1);
-                    if self
-                        .poll
-                        .registry()
-                        .register(
-                            server,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
-                        )
-                        .is_ok()
-                    {
-                        self.timers.push(deadline, idx, serial);
-                        return;
-                    }
-                    cell.active.fetch_sub(1, Relaxed);
-                    conn.server = None;
-                }
-                Err(e) if is_local_shortage(&e) => {
-                    // Our own lack of descriptors or memory says nothing
-                    // about the server: it is not counted against it, the
-                    // client waits in the queue (retried when fds free up),
-                    // and accepting pauses (as on EMFILE at accept).
-                    cell.active.fetch_sub(1, Relaxed);
-                    conn.server = None;
-                    conn.server_id = None;
-                    conn.tried.pop();
-                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
-                    if self.enqueue(idx) {
-                        return;
-                    }
-                    break;
-                }
-                Err(_) => {
-                    cell.active.fetch_sub(1, Relaxed);
-                    cell.failures.fetch_add(1, Relaxed);
-                    view::record_failure(&self.region, g, listen, now_ms);
-                    conn.server = None;
-                }
-            }
-        }
-        // No server: the client is closed.
-        self.close(idx, true);
-    }
-
-    /// Puts a client in its listen's queue (bounded by `queue.size`, and by
-    /// `queue.timeout` counted from accept, however often it comes back);
-    /// false, counted as refused, when it cannot wait.
-    fn enqueue(&mut self, idx: usize) -> bool {
-        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return false;
-        };
-        let listen = &self.config.listens[conn.listen];
-        let rt = &mut self.listens[conn.listen];
-        let deadline = conn.accepted + listen.queue.timeout;
-        if rt.queue.len() >= listen.queue.size || deadline <= self.now {
-            self.region.server(rt.base).refused.fetch_add(1, Relaxed);
-            return false;
-        }
-        conn.phase = Phase::Queued { deadline };
-        rt.queue.push_back((idx, conn.serial));
-        self.region
-            .slot_server(self.slot, rt.base)
-            .queued
-            .fetch_add(1, Relaxed);
-        if !conn.queue_timer {
-            conn.queue_timer = true;
-            self.timers.push(deadline, idx, conn.serial);
-        }
-        true
     }
 
     fn on_conn_event(&mut self, idx: usize, server_side: bool, ev: &mio::event::Event) {
@@ -474,50 +379,32 @@ impl Worker {
                     return;
                 }
             },
-            Phase::Relaying => {}
+            Phase::Active => {}
         }
-        let result = conn.relay(&mut self.pool);
+        let result = conn.advance(&mut self.pool);
         let slot = self.region.slot(self.slot);
         match result {
-            Ok(Relay::Open(up, down) | Relay::Busy(up, down)) => {
+            Ok(Step::Open(up, down) | Step::Busy(up, down)) => {
                 if up > 0 {
                     slot.bytes_in.fetch_add(up, Relaxed);
                 }
                 if down > 0 {
                     slot.bytes_out.fetch_add(down, Relaxed);
                 }
-                if matches!(result, Ok(Relay::Busy(..))) && !conn.in_again {
+                if matches!(result, Ok(Step::Busy(..))) && !conn.in_again {
                     conn.in_again = true;
                     self.again.push((idx, conn.serial));
                 }
                 // The idle deadline needs no arming here: the connect
                 // deadline's timer entry re-arms itself as the idle one.
             }
-            Ok(Relay::Finished(up, down)) => {
+            Ok(Step::Finished(up, down)) => {
                 slot.bytes_in.fetch_add(up, Relaxed);
                 slot.bytes_out.fetch_add(down, Relaxed);
                 self.close(idx, false);
             }
             Err(_) => self.close(idx, true),
         }
-    }
-
-    fn connect_failed(&mut self, idx: usize) {
-        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return;
-        };
-        let listen = &self.config.listens[conn.listen];
-        if let (Some(id), Some(mut server)) = (conn.server_id, conn.server.take()) {
-            let _ = self.poll.registry().deregister(&mut server);
-            let g = self.listens[conn.listen].base + id;
-            let cell = self.region.slot_server(self.slot, g);
-            cell.active.fetch_sub(1, Relaxed);
-            cell.failures.fetch_add(1, Relaxed);
-            view::record_failure(&self.region, g, listen, shm::now_ms());
-        }
-        conn.server_id = None;
-        let serial = conn.serial;
-        self.dispatch(idx, serial);
     }
 
     fn fire_timers(&mut self) {
@@ -547,59 +434,13 @@ impl Worker {
                         self.connect_failed(idx);
                     }
                 }
-                Phase::Relaying => {
+                Phase::Active => {
                     let due = conn.last_active + listen.timeouts.idle;
                     if self.now >= due {
                         self.close(idx, false);
                     } else {
                         self.timers.push(due, idx, serial);
                     }
-                }
-            }
-        }
-    }
-
-    /// Retries queued connections (servers may have freed up anywhere).
-    /// FIFO: only the head is looked at; stale entries (timed out, closed)
-    /// are dropped as they reach it. Nothing is retried while the worker is
-    /// short of descriptors (the accept pause).
-    fn serve_queues(&mut self) {
-        if self.accept_paused_until.is_some() {
-            return;
-        }
-        for l in 0..self.listens.len() {
-            let budget = self.listens[l].queue.len();
-            for _ in 0..budget {
-                let Some(&(idx, serial)) = self.listens[l].queue.front() else {
-                    break;
-                };
-                let Some(conn) = self
-                    .conns
-                    .get_mut(idx)
-                    .and_then(Option::as_mut)
-                    .filter(|c| c.serial == serial && matches!(c.phase, Phase::Queued { .. }))
-                else {
-                    self.listens[l].queue.pop_front();
-                    continue;
-                };
-                let base = self.listens[l].base;
-                let listen = &self.config.listens[l];
-                let view = LiveView::new(&self.region, listen, base, &conn.tried, shm::now_ms());
-                if balance::eligible_from(&view, 0).next().is_none() {
-                    break;
-                }
-                self.listens[l].queue.pop_front();
-                self.region
-                    .slot_server(self.slot, base)
-                    .queued
-                    .fetch_sub(1, Relaxed);
-                conn.phase = Phase::Relaying;
-                // Its timer may fire while it connects: if it comes back to
-                // the queue, it arms a new one.
-                conn.queue_timer = false;
-                self.dispatch(idx, serial);
-                if self.accept_paused_until.is_some() {
-                    return;
                 }
             }
         }
@@ -612,8 +453,8 @@ impl Worker {
             return;
         };
         conn.release(&mut self.pool);
-        if let Some(id) = conn.server_id
-            && conn.server.is_some()
+        if let Some(id) = conn.upstream.server_id
+            && conn.upstream.server.is_some()
         {
             let g = self.listens[conn.listen].base + id;
             self.region
@@ -636,17 +477,19 @@ impl Worker {
             .flatten()
             .map(|c| {
                 let listen = &self.config.listens[c.listen];
+                let (bytes_in, bytes_out) = c.session.bytes();
                 ConnRow {
                     worker_pid: self.pid,
                     listen: listen.name.clone(),
                     client: c.client_addr.to_string(),
                     server: c
+                        .upstream
                         .server_id
                         .and_then(|id| listen.servers.get(id))
                         .map(|s| s.addr.to_string())
                         .unwrap_or_default(),
-                    bytes_in: c.up.bytes,
-                    bytes_out: c.down.bytes,
+                    bytes_in,
+                    bytes_out,
                     age_secs: self.now.duration_since(c.accepted).as_secs(),
                     state: c.state_name().to_string(),
                 }

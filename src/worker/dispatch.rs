@@ -1,0 +1,192 @@
+//! Owns getting a connection to a server, shared by every session: pick
+//! through the listen's balancer over the live view (skipping servers
+//! already tried), start a non-blocking connect and register it, re-dispatch
+//! to another server after a failed connect (up to `retries`), and the
+//! listen's bounded FIFO queue for clients that find every server full.
+//! Our own lack of descriptors is never counted against a server.
+
+use super::conn::Phase;
+use super::view::{self, LiveView};
+use super::{ACCEPT_PAUSE, CONN_BASE, Worker};
+use crate::balance;
+use crate::health::is_local_shortage;
+use crate::shm;
+use mio::{Interest, Token};
+use std::sync::atomic::Ordering::Relaxed;
+
+impl Worker {
+    /// Picks a server and starts connecting, queues, or closes the client.
+    pub(super) fn dispatch(&mut self, idx: usize, serial: u64) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.serial != serial {
+            return;
+        }
+        let listen_idx = conn.listen;
+        let listen = &self.config.listens[listen_idx];
+        let rt = &mut self.listens[listen_idx];
+        let now_ms = shm::now_ms();
+        loop {
+            let attempts = conn.upstream.tried.len() as u32;
+            if attempts > listen.retries {
+                break;
+            }
+            let view = LiveView::new(&self.region, listen, rt.base, &conn.upstream.tried, now_ms);
+            let key = balance::client_key(conn.client_addr.ip());
+            let Some(id) = rt.balancer.pick(&view, key) else {
+                if conn.upstream.tried.is_empty() && view.all_full() && self.enqueue(idx) {
+                    return;
+                }
+                break;
+            };
+            let g = rt.base + id;
+            let addr = listen.servers[id].addr;
+            let deadline = self.now + listen.timeouts.connect;
+            let cell = self.region.slot_server(self.slot, g);
+            cell.active.fetch_add(1, Relaxed);
+            match conn.start_connect(id, addr, deadline) {
+                Ok(server) => {
+                    cell.total.fetch_add(1, Relaxed);
+                    let token = Token(CONN_BASE + 2 * idx + 1);
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            server,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
+                        )
+                        .is_ok()
+                    {
+                        self.timers.push(deadline, idx, serial);
+                        return;
+                    }
+                    cell.active.fetch_sub(1, Relaxed);
+                    conn.upstream.server = None;
+                }
+                Err(e) if is_local_shortage(&e) => {
+                    // Our own lack of descriptors or memory says nothing
+                    // about the server: it is not counted against it, the
+                    // client waits in the queue (retried when fds free up),
+                    // and accepting pauses (as on EMFILE at accept).
+                    cell.active.fetch_sub(1, Relaxed);
+                    conn.upstream.server = None;
+                    conn.upstream.server_id = None;
+                    conn.upstream.tried.pop();
+                    self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
+                    if self.enqueue(idx) {
+                        return;
+                    }
+                    break;
+                }
+                Err(_) => {
+                    cell.active.fetch_sub(1, Relaxed);
+                    cell.failures.fetch_add(1, Relaxed);
+                    view::record_failure(&self.region, g, listen, now_ms);
+                    conn.upstream.server = None;
+                }
+            }
+        }
+        // No server: the client is closed.
+        self.close(idx, true);
+    }
+
+    /// Puts a client in its listen's queue (bounded by `queue.size`, and by
+    /// `queue.timeout` counted from accept, however often it comes back);
+    /// false, counted as refused, when it cannot wait.
+    pub(super) fn enqueue(&mut self, idx: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return false;
+        };
+        let listen = &self.config.listens[conn.listen];
+        let rt = &mut self.listens[conn.listen];
+        let deadline = conn.accepted + listen.queue.timeout;
+        if rt.queue.len() >= listen.queue.size || deadline <= self.now {
+            self.region.server(rt.base).refused.fetch_add(1, Relaxed);
+            return false;
+        }
+        conn.phase = Phase::Queued { deadline };
+        rt.queue.push_back((idx, conn.serial));
+        self.region
+            .slot_server(self.slot, rt.base)
+            .queued
+            .fetch_add(1, Relaxed);
+        if !conn.queue_timer {
+            conn.queue_timer = true;
+            self.timers.push(deadline, idx, conn.serial);
+        }
+        true
+    }
+
+    pub(super) fn connect_failed(&mut self, idx: usize) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let listen = &self.config.listens[conn.listen];
+        if let (Some(id), Some(mut server)) = (conn.upstream.server_id, conn.upstream.server.take())
+        {
+            let _ = self.poll.registry().deregister(&mut server);
+            let g = self.listens[conn.listen].base + id;
+            let cell = self.region.slot_server(self.slot, g);
+            cell.active.fetch_sub(1, Relaxed);
+            cell.failures.fetch_add(1, Relaxed);
+            view::record_failure(&self.region, g, listen, shm::now_ms());
+        }
+        conn.upstream.server_id = None;
+        let serial = conn.serial;
+        self.dispatch(idx, serial);
+    }
+
+    /// Retries queued connections (servers may have freed up anywhere).
+    /// FIFO: only the head is looked at; stale entries (timed out, closed)
+    /// are dropped as they reach it. Nothing is retried while the worker is
+    /// short of descriptors (the accept pause).
+    pub(super) fn serve_queues(&mut self) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        for l in 0..self.listens.len() {
+            let budget = self.listens[l].queue.len();
+            for _ in 0..budget {
+                let Some(&(idx, serial)) = self.listens[l].queue.front() else {
+                    break;
+                };
+                let Some(conn) = self
+                    .conns
+                    .get_mut(idx)
+                    .and_then(Option::as_mut)
+                    .filter(|c| c.serial == serial && matches!(c.phase, Phase::Queued { .. }))
+                else {
+                    self.listens[l].queue.pop_front();
+                    continue;
+                };
+                let base = self.listens[l].base;
+                let listen = &self.config.listens[l];
+                let view = LiveView::new(
+                    &self.region,
+                    listen,
+                    base,
+                    &conn.upstream.tried,
+                    shm::now_ms(),
+                );
+                if balance::eligible_from(&view, 0).next().is_none() {
+                    break;
+                }
+                self.listens[l].queue.pop_front();
+                self.region
+                    .slot_server(self.slot, base)
+                    .queued
+                    .fetch_sub(1, Relaxed);
+                conn.phase = Phase::Active;
+                // Its timer may fire while it connects: if it comes back to
+                // the queue, it arms a new one.
+                conn.queue_timer = false;
+                self.dispatch(idx, serial);
+                if self.accept_paused_until.is_some() {
+                    return;
+                }
+            }
+        }
+    }
+}

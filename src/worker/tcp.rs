@@ -1,0 +1,114 @@
+//! Owns `mode = "tcp"`: the [`TcpRelay`] session, two [`Pipe`]s moving bytes
+//! both ways with back-pressure, and the half-close rules (EOF from one side
+//! is forwarded as `shutdown(Write)` to the other while the other direction
+//! keeps flowing; the session finishes when both directions are done). In
+//! STYLE terms it is the "pipe" state of a session: the loop connects the
+//! server side ([`super::conn`]), then hands both sockets to it.
+
+use super::buffer::{Flow, Pipe, Pool};
+use super::session::{Io, Step, TURN_BUDGET};
+use std::io;
+
+/// The relay state of one TCP connection.
+#[derive(Debug, Default)]
+pub struct TcpRelay {
+    /// Client → server.
+    pub up: Pipe,
+    /// Server → client.
+    pub down: Pipe,
+    /// Which direction goes first next turn (so neither starves the other).
+    flip: bool,
+}
+
+impl TcpRelay {
+    /// Moves bytes both ways as far as readiness, buffers and the turn's
+    /// budget allow. The direction that goes first alternates per turn.
+    pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
+        let Io {
+            client,
+            client_ready,
+            upstream,
+        } = io;
+        let Some(server) = upstream.server.as_mut() else {
+            return Ok(Step::Open(0, 0));
+        };
+        let server_ready = &mut upstream.ready;
+        let up_before = self.up.bytes;
+        let down_before = self.down.bytes;
+        let mut budget = TURN_BUDGET;
+        self.flip = !self.flip;
+        while budget > 0 {
+            self.up.last = self.down.done();
+            self.down.last = self.up.done();
+            let (a, b) = if self.flip {
+                let a = self.up.transfer(
+                    client,
+                    client_ready,
+                    server,
+                    server_ready,
+                    pool,
+                    &mut budget,
+                )?;
+                let b = self.down.transfer(
+                    server,
+                    server_ready,
+                    client,
+                    client_ready,
+                    pool,
+                    &mut budget,
+                )?;
+                (a, b)
+            } else {
+                let b = self.down.transfer(
+                    server,
+                    server_ready,
+                    client,
+                    client_ready,
+                    pool,
+                    &mut budget,
+                )?;
+                let a = self.up.transfer(
+                    client,
+                    client_ready,
+                    server,
+                    server_ready,
+                    pool,
+                    &mut budget,
+                )?;
+                (a, b)
+            };
+            if a == Flow::Idle && b == Flow::Idle {
+                break;
+            }
+        }
+        let moved_up = self.up.bytes - up_before;
+        let moved_down = self.down.bytes - down_before;
+        if self.up.done() && self.down.done() {
+            Ok(Step::Finished(moved_up, moved_down))
+        } else if budget == 0 {
+            Ok(Step::Busy(moved_up, moved_down))
+        } else {
+            Ok(Step::Open(moved_up, moved_down))
+        }
+    }
+
+    /// Bytes relayed so far (client → server, server → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.up.bytes, self.down.bytes)
+    }
+
+    /// A word for `lbctl connections`.
+    pub fn state_name(&self) -> &'static str {
+        if self.up.eof || self.down.eof {
+            "half-closed"
+        } else {
+            "relaying"
+        }
+    }
+
+    /// Gives the buffers back (the connection is being dropped).
+    pub fn release(&mut self, pool: &mut Pool) {
+        self.up.release(pool);
+        self.down.release(pool);
+    }
+}
