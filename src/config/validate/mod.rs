@@ -1,0 +1,71 @@
+//! Owns raw -> typed validation: the one step that applies every default,
+//! checks every range and cross-field rule, and freezes a [`RawConfig`] into a
+//! [`Config`]. Each rejection is a [`ConfigError::Invalid`] whose key is the full
+//! path (`listen[0].servers[1].addr`), whose message names the bad value and what
+//! is accepted, and whose line is where the value (or its table) was written.
+//!
+//! This file holds the entry point, the [`validate`] pass state and the limits
+//! shared by several sections. Each section of the config file is validated in
+//! its own file, which is where a new key of that section is added:
+//! `master.rs` (`[master]`), `listen.rs` (`[[listen]]`), `server.rs` (a listen's
+//! `servers`) and `health.rs` (`health` tables). `located.rs` reads the scalar
+//! values (durations, integers, names, addresses) and builds the located errors.
+//!
+//! Decisions beyond the doc comments in `config/mod.rs`:
+//! - A `health` table without `kind` is `kind = "tcp"`.
+//! - A server's `health` is merged key by key over its listen's. If the server
+//!   switches `kind`, only the common keys (`interval`, `timeout`, `rise`,
+//!   `fall`) are inherited, never the other kind's keys. Keys of one kind written
+//!   in a table of another kind are rejected.
+//! - `send = ""` is allowed (read the banner only); `expect` must not be empty.
+//! - `slow_start = "0s"` means no slow start (`None`).
+//! - Zero is rejected for every duration except `slow_start`.
+//! - Binds must not repeat or overlap: a wildcard (`0.0.0.0:P`, `[::]:P`) clashes
+//!   with any address of the same family on the same port. Port 0 is rejected.
+//! - A server address must not be unspecified, port 0, or a listen's own bind.
+//! - Server labels (name, else address) are unique within a listen, so a name
+//!   cannot shadow another server's address.
+//! - `pid_file`, `control_socket` and `log_file` must be three different files.
+
+mod health;
+mod listen;
+mod located;
+mod master;
+mod server;
+#[cfg(test)]
+mod tests;
+
+pub use health::HEALTH_KINDS;
+pub use listen::{MAX_QUEUE, MAX_RETRIES, MODES};
+pub use master::MAX_WORKERS;
+pub use server::MAX_WEIGHT;
+
+use super::raw::RawConfig;
+use super::{Config, ConfigError};
+use std::path::Path;
+
+/// Upper bound of `max_fails`, `rise` and `fall`.
+pub const MAX_COUNT: i64 = 1000;
+
+/// What an address field accepts, quoted by the listen and server errors.
+const ADDR_EXPECTED: &str = "expected IP:PORT such as 127.0.0.1:6001";
+
+/// Validates the raw config into a typed [`Config`]; `src` is the text `raw`
+/// was parsed from (for line numbers), `base` the directory relative paths are
+/// resolved against.
+pub fn validate(raw: RawConfig, src: &str, base: &Path) -> Result<Config> {
+    let v = Validator { src, base };
+    let master = v.master(raw.master.unwrap_or_default())?;
+    let listens = v.listens(raw.listen.as_ref())?;
+    Ok(Config { master, listens })
+}
+
+/// One validation pass: the source text (for line numbers) and the directory
+/// relative paths are resolved against. Its methods are spread over the
+/// section files, one `impl` block each.
+struct Validator<'a> {
+    src: &'a str,
+    base: &'a Path,
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
