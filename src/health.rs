@@ -10,6 +10,7 @@
 //! consecutive results (pingora's `observe_health`).
 
 use crate::config::{HealthConfig, HealthKind, HttpCheck, duration};
+use crate::netutil::is_local_shortage;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -457,23 +458,6 @@ fn connect_state(stream: &TcpStream) -> ConnectState {
         }
         Err(e) => ConnectState::Failed(connect_detail(&e)),
     }
-}
-
-/// Errors that mean this process ran short of resources, not that the server failed.
-/// Out of descriptors, kernel memory or local ports: a problem of this host,
-/// not of a peer (never counted against a backend, by checks or workers).
-pub fn is_local_shortage(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            nix::libc::EMFILE
-                | nix::libc::ENFILE
-                | nix::libc::ENOBUFS
-                | nix::libc::ENOMEM
-                | nix::libc::EADDRNOTAVAIL
-                | nix::libc::EADDRINUSE
-        )
-    )
 }
 
 fn connect_detail(e: &io::Error) -> String {

@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod master;
+pub mod netutil;
 pub mod shm;
 pub mod stats;
 pub mod worker;

@@ -23,7 +23,7 @@ use crate::balance::{self, Balancer};
 use crate::channel::{LineConn, MAX_LINE, ReadOutcome};
 use crate::config::Config;
 use crate::control::{FromWorker, ToWorker};
-use crate::health::is_local_shortage;
+use crate::netutil::is_local_shortage;
 use crate::shm::{self, Region};
 use crate::stats::ConnRow;
 use buffer::Pool;
