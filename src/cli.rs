@@ -358,7 +358,7 @@ fn start(path: &Path, daemonize: bool) -> Result<ExitCode, Error> {
         .into());
     }
     if !daemonize {
-        return run_foreground(path, cfg);
+        return Ok(master::run_foreground(path, cfg)?);
     }
     let log_file = cfg.master.log_file.clone();
     let fd = match daemon::daemonize(&log_file).map_err(|e| {
@@ -437,17 +437,6 @@ fn run_reporting(
         }
         Err(e) => Err(report(spare, e.into())),
     }
-}
-
-/// Runs a master in the foreground (stderr is its log) until it stops.
-pub fn run_foreground(path: &Path, cfg: Config) -> Result<ExitCode, Error> {
-    let pid_file = master::lock_pid_file(&cfg)?;
-    let startup = master::Startup::Fresh {
-        pid_file,
-        ready: None,
-    };
-    let m = Master::start(path, cfg, startup)?;
-    Ok(ExitCode::from(m.run() as u8))
 }
 
 /// A master executed by `lbctl upgrade`: failures go into the inherited

@@ -6,6 +6,7 @@
 
 use crate::config;
 use crate::error::Error;
+use crate::master;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -64,7 +65,7 @@ pub fn run() -> Result<ExitCode, Error> {
         eprintln!("lbctl demo: cannot write {DEMO_PATH}: {e} (status -c will not find it)");
     }
     eprintln!("lbctl demo: in another terminal: lbctl status -c {DEMO_PATH}");
-    crate::cli::run_foreground(path, cfg)
+    Ok(master::run_foreground(path, cfg)?)
 }
 
 fn serve_nodes(listeners: Vec<(TcpListener, &'static str)>) {

@@ -34,6 +34,7 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -249,6 +250,18 @@ pub fn lock_pid_file(config: &Config) -> Result<PidFile, MasterError> {
             source,
         },
     })
+}
+
+/// Runs a master in the foreground (stderr is its log) until it stops:
+/// `lbctl start` without `-d`, and `lbctl demo`.
+pub fn run_foreground(path: &Path, cfg: Config) -> Result<ExitCode, MasterError> {
+    let pid_file = lock_pid_file(&cfg)?;
+    let startup = Startup::Fresh {
+        pid_file,
+        ready: None,
+    };
+    let m = Master::start(path, cfg, startup)?;
+    Ok(ExitCode::from(m.run() as u8))
 }
 
 impl Master {
