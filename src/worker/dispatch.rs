@@ -9,7 +9,7 @@ use super::conn::Phase;
 use super::view::{self, LiveView};
 use super::{ACCEPT_PAUSE, CONN_BASE, Worker};
 use crate::balance;
-use crate::health::is_local_shortage;
+use crate::netutil::is_local_shortage;
 use crate::shm;
 use mio::{Interest, Token};
 use std::sync::atomic::Ordering::Relaxed;
