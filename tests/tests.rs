@@ -1,8 +1,9 @@
 //! Integration tests: the real `lbctl` binary, real sockets, 127.0.0.1 only.
 //! Every test owns its temp dir, ports and processes, and leaves none behind.
 
-// The harness: temp dir, free ports, wait_until, config writer, Lbctl wrapper,
-// Master guard, /proc helpers, loopback backends.
+// The harness, one file per concern: temp dir, free ports, wait_until, config
+// writer, Lbctl wrapper, Master guard, /proc helpers, clients, JSON, loopback
+// backends and client load.
 mod util;
 // Self-tests of the harness (no lbctl).
 mod harness;
@@ -35,6 +36,7 @@ mod supervise;
 mod systemd_notify;
 // TCP urgent data: every in-band byte around it is relayed, by copy and by splice.
 mod urgent;
-// Zero-downtime operations under load: reload variants, listeners added and
-// removed, worker count changes, 20 reloads, binary upgrade, worker crash, fd flood.
+// Zero-downtime operations under load, one file per kind: reload variants,
+// listeners added and removed, worker count changes, 20 reloads (reload.rs),
+// binary upgrade (upgrade.rs), worker crash (crash.rs), fd flood (fd_flood.rs).
 mod zero_downtime;
