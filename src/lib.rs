@@ -20,6 +20,7 @@ pub mod control;
 pub mod demo;
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod master;
 pub mod netutil;
 pub mod shm;
