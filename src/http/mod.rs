@@ -16,11 +16,15 @@
 //! Nothing here panics on any input: every index is bounds-checked and every
 //! length is checked arithmetic, so the parsers can be fuzzed as they are.
 
+mod body;
+mod chunked;
 mod errors;
 mod fields;
 mod request;
 mod response;
 
+pub use body::BodyTracker;
+pub use chunked::{ChunkError, ChunkedScanner, Scan};
 pub use errors::{error_response, reason_phrase};
 pub use request::{RequestHead, parse_request};
 pub use response::{ResponseHead, parse_response};
