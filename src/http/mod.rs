@@ -22,12 +22,14 @@ mod errors;
 mod fields;
 mod request;
 mod response;
+mod rewrite;
 
 pub use body::BodyTracker;
 pub use chunked::{ChunkError, ChunkedScanner, Scan};
 pub use errors::{error_response, reason_phrase};
 pub use request::{RequestHead, parse_request};
 pub use response::{ResponseHead, parse_response};
+pub use rewrite::{Forwarding, write_request, write_response};
 
 use std::fmt;
 
