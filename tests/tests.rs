@@ -3,7 +3,7 @@
 
 // The harness, one file per concern: temp dir, free ports, wait_until, config
 // writer, Lbctl wrapper, Master guard, /proc helpers, clients, JSON, loopback
-// backends and client load.
+// backends and client load, the HTTP backend and client.
 mod util;
 // Self-tests of the harness (no lbctl).
 mod harness;

@@ -14,6 +14,12 @@ pub mod backend;
 pub mod cmd;
 // The TOML config writer: ServerConf, ListenConf, Conf, write_file.
 pub mod conf;
+// HTTP/1.1 test backend: keep-alive, pipelining, /headers, /sha256, /download, /ws, kill.
+pub mod http_backend;
+// Blocking HTTP/1.1 client: HttpConn (keep-alive, pipelining, raw bytes), Response, get.
+pub mod http_client;
+// HTTP framing shared by both: buffered Wire, bodies by length/chunked/close, chunk encoding.
+pub mod http_wire;
 // JSON accessors that panic with the whole document.
 pub mod json;
 // Client load of the zero-downtime tests: short and long connections, every byte checked.
