@@ -1,11 +1,13 @@
 //! Owns the typed, immutable configuration: the [`Config`] every other module
 //! reads, the [`ConfigError`] every bad file produces, and [`load`]/[`parse`],
 //! the one path from a TOML file to a `Config` (raw serde structs in [`raw`],
-//! checks and defaults in [`validate`], duration strings in [`duration`]).
-//! `lbctl check`, `lbctl start` and `lbctl reload` all go through [`load`].
+//! checks and defaults in [`validate`], duration strings in [`duration`], size
+//! strings in [`size`]). `lbctl check`, `lbctl start` and `lbctl reload` all go
+//! through [`load`].
 
 pub mod duration;
 pub mod raw;
+pub mod size;
 pub mod validate;
 
 use std::fmt;
