@@ -89,6 +89,7 @@ mod tests {
                 max_conns: None,
                 slow_start: None,
                 health: None,
+                pool: None,
             })
             .collect()
     }

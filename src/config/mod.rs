@@ -13,6 +13,7 @@ pub mod validate;
 use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,20 +48,20 @@ pub struct MasterConfig {
     pub group: Option<String>,
 }
 
-/// One `[[listen]]` section: a frontend address and its pool of servers.
+/// One `[[listen]]` section: a frontend address and its servers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenConfig {
     /// Unique name, used in `status` and in `LISTEN/SERVER` references.
     pub name: String,
     /// Address to bind (one SO_REUSEPORT socket per worker slot).
     pub bind: SocketAddr,
-    /// Proxy mode. Only `tcp` exists today.
+    /// Proxy mode. Default `tcp`.
     pub mode: Mode,
     /// Balancing strategy. Default `round_robin`.
     pub balance: BalanceKind,
     /// Connect failures re-dispatched to another server. Default 2.
     pub retries: u32,
-    /// `timeouts = { connect, idle }`.
+    /// `timeouts = { connect, idle, header, server }`.
     pub timeouts: Timeouts,
     /// `max_fails` connect failures within `fail_timeout` mark a server down for
     /// `fail_timeout` (nginx semantics). Default 1; 0 disables passive checks.
@@ -69,15 +70,28 @@ pub struct ListenConfig {
     pub fail_timeout: Duration,
     /// Where connections wait when every server is at `max_conns`.
     pub queue: QueueConfig,
-    /// Servers in file order; at least one that is not `backup`.
+    /// Every server of the listen, flattened: its own `servers` in file order,
+    /// then each named pool's servers in file order ([`PoolConfig::servers`] is
+    /// each pool's range). Each non-empty pool has one that is not `backup`.
     pub servers: Vec<ServerConfig>,
+    /// The HTTP settings; their defaults in `mode = "tcp"`, where none may be set.
+    pub http: HttpConfig,
+    /// The server pools: `pools[0]` is always the listen's own `servers`, named
+    /// `"default"` (empty only when there are named pools), then each
+    /// `[[listen.backend]]` (or `[[listen.pool]]`) in file order.
+    pub pools: Vec<PoolConfig>,
+    /// `[[listen.route]]` in file order (the first match wins); empty in
+    /// `mode = "tcp"`. A request no route matches goes to `pools[0]`.
+    pub routes: Vec<RouteConfig>,
 }
 
-/// `mode = "tcp"`.
+/// `mode = "tcp" | "http"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     /// Layer 4: bytes are relayed unchanged.
     Tcp,
+    /// HTTP/1.1: requests are parsed, routed to a pool and forwarded.
+    Http,
 }
 
 /// `balance = "..."`: the strategy that picks a server for each connection.
@@ -139,14 +153,149 @@ impl BalanceKind {
     }
 }
 
-/// `timeouts = { connect, idle }`.
+/// `timeouts = { connect, idle, header, server }`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Time allowed for a backend connect. Default 3s.
     pub connect: Duration,
-    /// A relayed connection with no traffic either way for this long is closed.
-    /// Default 5m.
+    /// `mode = "tcp"`: a relayed connection with no traffic either way for
+    /// this long is closed. Default 5m.
+    /// `mode = "http"`: a kept-alive client connection with no request for
+    /// this long is closed. Default 60s.
     pub idle: Duration,
+    /// `mode = "http"` only: a client's request head (request line and
+    /// headers) must be complete within this time. Default 10s.
+    pub header: Duration,
+    /// `mode = "http"` only: the longest silence from a server while a
+    /// response is awaited or streamed. Default 30s.
+    pub server: Duration,
+}
+
+/// The settings of `mode = "http"`; [`Default`] gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpConfig {
+    /// `limits = { header_bytes, headers, uri_bytes }`.
+    pub limits: HttpLimits,
+    /// `forwarded = [...]`: the headers added to a forwarded request.
+    pub forwarded: Forwarded,
+    /// `pool = { max_idle, idle_timeout }` (or `idle_pool = {...}`): kept-alive
+    /// connections to servers.
+    pub pool: ConnPool,
+    /// `hash_key = "..."`: what `balance = "source_hash"` hashes.
+    pub hash_key: HashKey,
+}
+
+/// `limits = { header_bytes, headers, uri_bytes }`: a request over a limit is
+/// refused. Sizes are written as bytes (`16384`) or with a unit (`"16KiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Bytes of a request head (request line and headers). 1KiB..=1MiB.
+    /// Default 16KiB.
+    pub header_bytes: usize,
+    /// Header lines in a request head. 1..=1000. Default 100.
+    pub headers: usize,
+    /// Bytes of the request target. 16..=`header_bytes`. Default 8KiB (or
+    /// `header_bytes` if that is smaller).
+    pub uri_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_bytes: 16 * 1024,
+            headers: 100,
+            uri_bytes: 8 * 1024,
+        }
+    }
+}
+
+/// `forwarded = ["x-forwarded-for", "x-forwarded-proto", "forwarded"]`: which
+/// headers tell a server about the client. Default: the first two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    /// `X-Forwarded-For: <client ip>`.
+    pub xff: bool,
+    /// `X-Forwarded-Proto: http`.
+    pub xfp: bool,
+    /// `Forwarded: for=...;proto=...` (RFC 7239).
+    pub rfc7239: bool,
+}
+
+impl Default for Forwarded {
+    fn default() -> Self {
+        Forwarded {
+            xff: true,
+            xfp: true,
+            rfc7239: false,
+        }
+    }
+}
+
+/// `pool = { max_idle, idle_timeout }`: idle keep-alive connections to servers,
+/// reused for later requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnPool {
+    /// Idle connections kept per worker. 0..=10000, 0 = never reuse. Default 64.
+    pub max_idle: usize,
+    /// An idle connection unused for this long is closed. Default 30s.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ConnPool {
+    fn default() -> Self {
+        ConnPool {
+            max_idle: 64,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `hash_key = "client" | "header:NAME" | "cookie:NAME"`: the key
+/// `balance = "source_hash"` hashes. Default `client`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HashKey {
+    /// The client IP.
+    #[default]
+    Client,
+    /// The value of this request header (name lower-cased).
+    Header(String),
+    /// The value of this cookie (name exactly as written).
+    Cookie(String),
+}
+
+/// One server pool of a listen: `pools[0]` is the listen's own servers
+/// (`"default"`), the others its `[[listen.backend]]` sections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// `"default"`, or the pool's unique `name`.
+    pub name: String,
+    /// The pool's strategy. Default: the listen's `balance`.
+    pub balance: BalanceKind,
+    /// The pool's servers: this range of [`ListenConfig::servers`].
+    pub servers: Range<usize>,
+}
+
+/// One `[[listen.route]]`: requests that match go to `pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// `host = "api.example.com"` or `"*.example.com"`; `None` matches any host.
+    pub host: Option<HostMatch>,
+    /// `path_prefix = "/v1"`: the request path starts with it; `None` matches
+    /// any path. At least one of `host` and `path_prefix` is set.
+    pub path_prefix: Option<String>,
+    /// The pool: an index into [`ListenConfig::pools`].
+    pub pool: usize,
+}
+
+/// How a route matches the request's host (without its port, compared in
+/// lower case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// `host = "api.example.com"`: this host exactly (stored lower-case).
+    Exact(String),
+    /// `host = "*.example.com"`: any host ending in `".example.com"` (stored
+    /// lower-case with its leading dot; `example.com` itself does not match).
+    Suffix(String),
 }
 
 /// `queue = { size, timeout }`.
@@ -175,8 +324,11 @@ pub struct ServerConfig {
     /// After the server comes (back) up, its weight ramps up over this time.
     pub slow_start: Option<Duration>,
     /// The effective health check: the server's own `health` table merged over
-    /// the listen's, or `None` when neither has one.
+    /// the listen's (and its pool's), or `None` when none has one.
     pub health: Option<HealthConfig>,
+    /// The named pool the server belongs to; `None` for the listen's own
+    /// `servers` (pool `"default"`).
+    pub pool: Option<String>,
 }
 
 impl ServerConfig {

@@ -59,7 +59,9 @@ impl Session {
     /// The session a new client of a listen in `mode` starts with.
     pub fn new(mode: Mode) -> Session {
         match mode {
-            Mode::Tcp => Session::Tcp(TcpRelay::default()),
+            // The HTTP session is being written on its own branch; until it
+            // lands an http listen is relayed like a tcp one.
+            Mode::Tcp | Mode::Http => Session::Tcp(TcpRelay::default()),
         }
     }
 

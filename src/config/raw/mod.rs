@@ -3,6 +3,11 @@
 //! turns TOML text into them. Values that validation may still reject are kept
 //! as [`Spanned`] so errors can name their line. No defaults and no range checks
 //! live here; that is `validate`'s job.
+//! The tables only `mode = "http"` uses live in `http.rs`.
+
+mod http;
+
+pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -69,9 +74,24 @@ pub struct RawListen {
     pub servers: Option<Spanned<Vec<Spanned<RawServer>>>>,
     /// `health = { kind, ... }`: the default check of every server.
     pub health: Option<Spanned<RawHealth>>,
+    /// http: `limits = { header_bytes, headers, uri_bytes }`.
+    pub limits: Option<Spanned<RawLimits>>,
+    /// http: `forwarded = ["x-forwarded-for", "x-forwarded-proto", "forwarded"]`.
+    pub forwarded: Option<Spanned<Vec<Spanned<String>>>>,
+    /// http: `pool = { max_idle, idle_timeout }` or `[[listen.pool]]`.
+    pub pool: Option<Spanned<RawPool>>,
+    /// http: `idle_pool = { max_idle, idle_timeout }`, the table `pool` by
+    /// another name.
+    pub idle_pool: Option<Spanned<RawConnPool>>,
+    /// http: `hash_key = "client" | "header:NAME" | "cookie:NAME"`.
+    pub hash_key: Option<Spanned<String>>,
+    /// http: `[[listen.backend]]` named server pools.
+    pub backend: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    /// http: `[[listen.route]]`.
+    pub route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
 }
 
-/// `timeouts = { connect, idle }` as written.
+/// `timeouts = { connect, idle, header, server }` as written.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RawTimeouts {
@@ -79,6 +99,10 @@ pub struct RawTimeouts {
     pub connect: Option<Spanned<String>>,
     /// `idle = "5m"`.
     pub idle: Option<Spanned<String>>,
+    /// http: `header = "10s"`.
+    pub header: Option<Spanned<String>>,
+    /// http: `server = "30s"`.
+    pub server: Option<Spanned<String>>,
 }
 
 /// `queue = { size, timeout }` as written.

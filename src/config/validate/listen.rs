@@ -1,14 +1,18 @@
 //! Owns validation of the `[[listen]]` sections: at least one, each with its
 //! `bind` (no repeated or overlapping binds across listens), `name` (unique,
-//! default: the bind text), `mode`, `balance`, `retries`, `timeouts`,
-//! `max_fails`, `fail_timeout` and `queue`; the listen's `health` and
-//! `servers` are handed to `health.rs` and `server.rs`. A new `[[listen]]` key
-//! is added here (field in `raw.rs` `RawListen`, typed field in `mod.rs`
-//! `ListenConfig`).
+//! default: the bind text), `mode`, `balance`, `retries`, `timeouts` (whose
+//! `header` and `server` are http only, and whose `idle` default depends on
+//! the mode), `max_fails`, `fail_timeout` and `queue`, and the rule that a
+//! `hash_key` on a header or cookie needs `source_hash`. The listen's `health`
+//! goes to `health.rs`, its http settings to `http.rs`, its servers and pools
+//! to `pools.rs` (and `server.rs`), its routes to `routes.rs`. A new
+//! `[[listen]]` key is added here or in one of those (field in `raw/mod.rs`
+//! `RawListen`, typed field in `mod.rs` `ListenConfig`).
 
+use super::pools::Backends;
 use super::{ADDR_EXPECTED, MAX_COUNT, Result, Validator};
-use crate::config::raw::RawListen;
-use crate::config::{BalanceKind, ConfigError, ListenConfig, Mode, QueueConfig, Timeouts};
+use crate::config::raw::{RawListen, RawTimeouts};
+use crate::config::{BalanceKind, ConfigError, HashKey, ListenConfig, Mode, QueueConfig, Timeouts};
 use std::net::SocketAddr;
 use std::time::Duration;
 use toml::Spanned;
@@ -18,7 +22,7 @@ pub const MAX_QUEUE: i64 = 1_000_000;
 /// Upper bound of `retries`.
 pub const MAX_RETRIES: i64 = 100;
 /// The accepted modes.
-pub const MODES: &[&str] = &["tcp"];
+pub const MODES: &[&str] = &["tcp", "http"];
 
 impl Validator<'_> {
     pub(super) fn listens(
@@ -112,6 +116,7 @@ impl Validator<'_> {
         let mode = match &l.mode {
             None => Mode::Tcp,
             Some(m) if m.get_ref() == "tcp" => Mode::Tcp,
+            Some(m) if m.get_ref() == "http" => Mode::Http,
             Some(m) => {
                 return Err(self.invalid(
                     &format!("{p}.mode"),
@@ -126,17 +131,7 @@ impl Validator<'_> {
         };
         let balance = match &l.balance {
             None => BalanceKind::RoundRobin,
-            Some(b) => BalanceKind::from_name(b.get_ref()).ok_or_else(|| {
-                self.invalid(
-                    &format!("{p}.balance"),
-                    b,
-                    format!(
-                        "unknown balance '{}', expected one of: {}",
-                        b.get_ref().escape_debug(),
-                        BalanceKind::NAMES.join(", ")
-                    ),
-                )
-            })?,
+            Some(b) => self.balance(&format!("{p}.balance"), b)?,
         };
         let retries = self.opt_u32(
             &format!("{p}.retries"),
@@ -145,24 +140,7 @@ impl Validator<'_> {
             MAX_RETRIES,
             2,
         )?;
-        let timeouts = match &l.timeouts {
-            Some(t) => Timeouts {
-                connect: self.opt_duration(
-                    &format!("{p}.timeouts.connect"),
-                    t.get_ref().connect.as_ref(),
-                    Duration::from_secs(3),
-                )?,
-                idle: self.opt_duration(
-                    &format!("{p}.timeouts.idle"),
-                    t.get_ref().idle.as_ref(),
-                    Duration::from_secs(300),
-                )?,
-            },
-            None => Timeouts {
-                connect: Duration::from_secs(3),
-                idle: Duration::from_secs(300),
-            },
-        };
+        let timeouts = self.timeouts(&p, l, mode)?;
         let max_fails = self.opt_u32(
             &format!("{p}.max_fails"),
             l.max_fails.as_ref(),
@@ -196,7 +174,24 @@ impl Validator<'_> {
             Some(h) => Some(self.health(&format!("{p}.health"), h, h.get_ref())?),
             None => None,
         };
-        let servers = self.servers(&p, spanned, listen_health.as_ref(), binds)?;
+        let http = self.http_config(&p, l, mode)?;
+        let Backends { servers, pools } =
+            self.backends(&p, spanned, mode, balance, listen_health.as_ref(), binds)?;
+        let routes = self.routes(&p, l, mode, &pools)?;
+        if let Some(s) = &l.hash_key
+            && http.hash_key != HashKey::Client
+            && !pools.iter().any(|p| p.balance == BalanceKind::SourceHash)
+        {
+            return Err(self.invalid(
+                &format!("{p}.hash_key"),
+                s,
+                format!(
+                    "'{}' needs balance = \"source_hash\" (on the listen or one of its pools), this listen balances by {}",
+                    s.get_ref().escape_debug(),
+                    balance.name()
+                ),
+            ));
+        }
         Ok(ListenConfig {
             name,
             bind,
@@ -208,6 +203,48 @@ impl Validator<'_> {
             fail_timeout,
             queue,
             servers,
+            http,
+            pools,
+            routes,
+        })
+    }
+
+    /// A `balance` name.
+    pub(super) fn balance(&self, key: &str, b: &Spanned<String>) -> Result<BalanceKind> {
+        BalanceKind::from_name(b.get_ref()).ok_or_else(|| {
+            self.invalid(
+                key,
+                b,
+                format!(
+                    "unknown balance '{}', expected one of: {}",
+                    b.get_ref().escape_debug(),
+                    BalanceKind::NAMES.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// `timeouts = { connect, idle, header, server }`.
+    fn timeouts(&self, p: &str, l: &RawListen, mode: Mode) -> Result<Timeouts> {
+        let empty = RawTimeouts::default();
+        let t = l.timeouts.as_ref().map_or(&empty, Spanned::get_ref);
+        for (name, value) in [("header", &t.header), ("server", &t.server)] {
+            if let Some(v) = value {
+                self.http_only(&format!("{p}.timeouts.{name}"), v, mode)?;
+            }
+        }
+        let idle = match mode {
+            Mode::Tcp => Duration::from_secs(300),
+            Mode::Http => Duration::from_secs(60),
+        };
+        let get = |name: &str, value: &Option<Spanned<String>>, default: Duration| {
+            self.opt_duration(&format!("{p}.timeouts.{name}"), value.as_ref(), default)
+        };
+        Ok(Timeouts {
+            connect: get("connect", &t.connect, Duration::from_secs(3))?,
+            idle: get("idle", &t.idle, idle)?,
+            header: get("header", &t.header, Duration::from_secs(10))?,
+            server: get("server", &t.server, Duration::from_secs(30))?,
         })
     }
 }
@@ -228,7 +265,7 @@ fn binds_clash(a: SocketAddr, b: SocketAddr) -> Option<&'static str> {
 mod tests {
     use super::*;
     use crate::config::parse;
-    use crate::config::validate::tests::{BASE, listen_with, ok, rejected};
+    use crate::config::validate::tests::{BASE, http_with, listen_with, ok, rejected};
     use std::path::Path;
 
     #[test]
@@ -295,11 +332,60 @@ mod tests {
 
     #[test]
     fn unknown_mode_is_rejected_with_the_accepted_modes() {
-        let msg = rejected(&listen_with("mode = \"http\""), "listen[0].mode", 4);
+        let msg = rejected(&listen_with("mode = \"udp\""), "listen[0].mode", 4);
         assert!(
-            msg.contains("'http'") && msg.contains("expected one of: tcp"),
+            msg.contains("'udp'") && msg.contains("expected one of: tcp, http"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn http_mode_is_accepted_with_its_timeout_defaults() {
+        let c = ok(&http_with(""));
+        let l = &c.listens[0];
+        assert_eq!(l.mode, Mode::Http);
+        assert_eq!(
+            l.timeouts,
+            Timeouts {
+                connect: Duration::from_secs(3),
+                idle: Duration::from_secs(60),
+                header: Duration::from_secs(10),
+                server: Duration::from_secs(30),
+            }
+        );
+    }
+
+    #[test]
+    fn http_timeouts_are_read() {
+        let c = ok(&http_with(
+            "timeouts = { connect = \"1s\", idle = \"2m\", header = \"5s\", server = \"1m\" }",
+        ));
+        let t = c.listens[0].timeouts;
+        assert_eq!(
+            (t.connect, t.idle, t.header, t.server),
+            (
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+                Duration::from_secs(5),
+                Duration::from_secs(60)
+            )
+        );
+    }
+
+    #[test]
+    fn zero_or_malformed_http_timeouts_are_rejected() {
+        let msg = rejected(
+            &http_with("timeouts = { header = \"0s\" }"),
+            "listen[0].timeouts.header",
+            5,
+        );
+        assert!(msg.contains("is zero"), "{msg}");
+        let msg = rejected(
+            &http_with("timeouts = { server = \"30\" }"),
+            "listen[0].timeouts.server",
+            5,
+        );
+        assert!(msg.contains("ms, s, m, h"), "{msg}");
     }
 
     #[test]

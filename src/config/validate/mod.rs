@@ -7,9 +7,11 @@
 //! This file holds the entry point, the [`validate`] pass state and the limits
 //! shared by several sections. Each section of the config file is validated in
 //! its own file, which is where a new key of that section is added:
-//! `master.rs` (`[master]`), `listen.rs` (`[[listen]]`), `server.rs` (a listen's
-//! `servers`) and `health.rs` (`health` tables). `located.rs` reads the scalar
-//! values (durations, integers, names, addresses) and builds the located errors.
+//! `master.rs` (`[master]`), `listen.rs` (`[[listen]]`), `http.rs` (a listen's
+//! `mode = "http"` settings), `pools.rs` (a listen's own servers and named
+//! pools), `server.rs` (one list of servers), `routes.rs` (`[[listen.route]]`)
+//! and `health.rs` (`health` tables). `located.rs` reads the scalar values
+//! (durations, integers, names, addresses) and builds the located errors.
 //!
 //! Decisions beyond the doc comments in `config/mod.rs`:
 //! - A `health` table without `kind` is `kind = "tcp"`.
@@ -23,21 +25,38 @@
 //! - Binds must not repeat or overlap: a wildcard (`0.0.0.0:P`, `[::]:P`) clashes
 //!   with any address of the same family on the same port. Port 0 is rejected.
 //! - A server address must not be unspecified, port 0, or a listen's own bind.
-//! - Server labels (name, else address) are unique within a listen, so a name
-//!   cannot shadow another server's address.
+//! - Server labels (name, else address) and addresses are unique within a
+//!   listen, over its own servers and every named pool's, so a name cannot
+//!   shadow another server's address.
+//! - Every http-only key (`limits`, `forwarded`, `pool`/`idle_pool`, a
+//!   `hash_key` other than `"client"`, `timeouts.header`, `timeouts.server`,
+//!   named pools, routes) is rejected in a listen that is not `mode = "http"`.
+//! - A listen's own servers may be missing or empty when it has named pools;
+//!   every non-empty list of servers needs one that is not a backup. A route
+//!   may not name an empty `"default"` pool.
+//! - A pool's `health` merges over the listen's as a server's does; its
+//!   servers' own tables merge over that result.
+//! - `limits.uri_bytes` defaults to 8KiB, or to `header_bytes` if smaller.
+//! - `forwarded` names a header at most once; a route may not repeat an
+//!   earlier route's host and path_prefix (it could never match).
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
 
 mod health;
+mod http;
 mod listen;
 mod located;
 mod master;
+mod pools;
+mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
 
 pub use health::HEALTH_KINDS;
+pub use http::{FORWARDED_HEADERS, HEADER_BYTES, MAX_HEADERS, MAX_IDLE_CONNS, MIN_URI_BYTES};
 pub use listen::{MAX_QUEUE, MAX_RETRIES, MODES};
 pub use master::MAX_WORKERS;
+pub use pools::DEFAULT_POOL;
 pub use server::MAX_WEIGHT;
 
 use super::raw::RawConfig;

@@ -1,13 +1,15 @@
-//! Owns validation of a listen's `servers`: the list (not empty, not only
-//! backups, unique addresses and labels) and each server's `addr` (not
-//! unspecified, not a listen's own bind), `name`, `weight`, `backup`,
-//! `max_conns`, `slow_start` and its `health` (merged over the listen's, then
-//! checked by `health.rs`). A new server key is added here (field in `raw.rs`
+//! Owns validation of one list of servers (a listen's own `servers` or a named
+//! pool's): each server's `addr` (not unspecified, not a listen's own bind),
+//! `name`, `weight`, `backup`, `max_conns`, `slow_start` and its `health`
+//! (merged over what the list inherits, then checked by `health.rs`); the
+//! list's rule (not only backups); and, over every list of the listen, unique
+//! addresses and labels. Whether a list may be missing or empty is up to
+//! `pools.rs`. A new server key is added here (field in `raw/mod.rs`
 //! `RawServer`, typed field in `mod.rs` `ServerConfig`).
 
 use super::health::merge_health;
 use super::{ADDR_EXPECTED, Result, Validator};
-use crate::config::raw::{RawHealth, RawListen, RawServer};
+use crate::config::raw::{RawHealth, RawServer};
 use crate::config::{HealthConfig, ServerConfig};
 use std::net::SocketAddr;
 use toml::Spanned;
@@ -15,26 +17,40 @@ use toml::Spanned;
 /// Upper bound of a server's `weight`.
 pub const MAX_WEIGHT: i64 = 1000;
 
+/// What the servers of one list inherit.
+pub(super) struct Inherit<'r> {
+    /// The raw health table a server's own `health` is merged over (the
+    /// listen's, or a pool's already merged over the listen's).
+    pub raw_health: &'r RawHealth,
+    /// The check of a server without its own `health`.
+    pub health: Option<&'r HealthConfig>,
+    /// The named pool of the list; `None` for the listen's own servers.
+    pub pool: Option<&'r str>,
+}
+
+/// A listen's servers so far, flattened over its lists, with the key path of
+/// each (`listen[0].servers[1]`, `listen[0].backend[0].servers[0]`) for the
+/// duplicate errors.
+#[derive(Default)]
+pub(super) struct Flat {
+    pub servers: Vec<ServerConfig>,
+    pub paths: Vec<String>,
+}
+
 impl Validator<'_> {
-    pub(super) fn servers(
+    /// Validates the non-empty list `raw` at `key` and appends it to `flat`.
+    pub(super) fn server_list(
         &self,
-        p: &str,
-        listen: &Spanned<RawListen>,
-        listen_health: Option<&HealthConfig>,
+        key: &str,
+        raw: &Spanned<Vec<Spanned<RawServer>>>,
+        inherit: &Inherit<'_>,
         binds: &[Option<SocketAddr>],
-    ) -> Result<Vec<ServerConfig>> {
-        let key = format!("{p}.servers");
-        const EXPECTED: &str =
-            "expected at least one server such as servers = [{ addr = \"127.0.0.1:6001\" }]";
-        let raw = match &listen.get_ref().servers {
-            Some(s) if !s.get_ref().is_empty() => s,
-            Some(s) => return Err(self.invalid(&key, s, format!("empty, {EXPECTED}"))),
-            None => return Err(self.invalid(&key, listen, format!("missing, {EXPECTED}"))),
-        };
-        let mut out: Vec<ServerConfig> = Vec::with_capacity(raw.get_ref().len());
+        flat: &mut Flat,
+    ) -> Result<()> {
+        let start = flat.servers.len();
         for (j, s) in raw.get_ref().iter().enumerate() {
             let sp = format!("{key}[{j}]");
-            let server = self.server(&sp, s, listen, listen_health, binds)?;
+            let server = self.server(&sp, s, inherit, binds)?;
             let sr = s.get_ref();
             // `addr` is present: `server` would have failed without it.
             let addr_span = sr
@@ -42,13 +58,13 @@ impl Validator<'_> {
                 .as_ref()
                 .map(Spanned::span)
                 .unwrap_or_else(|| s.span());
-            for (k, prev) in out.iter().enumerate() {
+            for (prev, prev_path) in flat.servers.iter().zip(&flat.paths) {
                 if prev.addr == server.addr {
                     return Err(self.invalid_at(
                         &format!("{sp}.addr"),
                         &addr_span,
                         format!(
-                            "duplicate server address '{}', already used by {key}[{k}]",
+                            "duplicate server address '{}', already used by {prev_path}",
                             server.addr
                         ),
                     ));
@@ -62,31 +78,31 @@ impl Validator<'_> {
                         &format!("{sp}.{field}"),
                         &at,
                         format!(
-                            "duplicate server name '{}', already used by {key}[{k}]",
+                            "duplicate server name '{}', already used by {prev_path}",
                             server.label()
                         ),
                     ));
                 }
             }
-            out.push(server);
+            flat.servers.push(server);
+            flat.paths.push(sp);
         }
-        if out.iter().all(|s| s.backup) {
+        if flat.servers[start..].iter().all(|s| s.backup) {
             return Err(self.invalid(
-                &key,
+                key,
                 raw,
                 "every server is a backup, expected at least one server without backup = true"
                     .into(),
             ));
         }
-        Ok(out)
+        Ok(())
     }
 
     fn server(
         &self,
         sp: &str,
         spanned: &Spanned<RawServer>,
-        listen: &Spanned<RawListen>,
-        listen_health: Option<&HealthConfig>,
+        inherit: &Inherit<'_>,
         binds: &[Option<SocketAddr>],
     ) -> Result<ServerConfig> {
         let s = spanned.get_ref();
@@ -128,16 +144,10 @@ impl Validator<'_> {
         };
         let health = match &s.health {
             Some(own) => {
-                let empty = RawHealth::default();
-                let base = listen
-                    .get_ref()
-                    .health
-                    .as_ref()
-                    .map_or(&empty, Spanned::get_ref);
-                let merged = merge_health(base, own.get_ref());
+                let merged = merge_health(inherit.raw_health, own.get_ref());
                 Some(self.health(&format!("{sp}.health"), own, &merged)?)
             }
-            None => listen_health.cloned(),
+            None => inherit.health.cloned(),
         };
         Ok(ServerConfig {
             name,
@@ -147,6 +157,7 @@ impl Validator<'_> {
             max_conns,
             slow_start,
             health,
+            pool: inherit.pool.map(str::to_string),
         })
     }
 }

@@ -48,6 +48,13 @@ pub(super) fn listen_with(extra: &str) -> String {
     )
 }
 
+/// A valid `mode = "http"` listen (lines 1-4) followed by `extra` from line 5 on.
+pub(super) fn http_with(extra: &str) -> String {
+    format!(
+        "[[listen]]\nbind = \"127.0.0.1:8080\"\nmode = \"http\"\nservers = [{{ addr = \"127.0.0.1:6001\" }}]\n{extra}\n"
+    )
+}
+
 /// A listen whose servers are `lines`, one per line from line 4 on.
 pub(super) fn servers(lines: &[&str]) -> String {
     let mut s = String::from("[[listen]]\nbind = \"127.0.0.1:8080\"\nservers = [\n");
@@ -94,7 +101,9 @@ fn minimal_config_gets_every_default() {
         l.timeouts,
         Timeouts {
             connect: Duration::from_secs(3),
-            idle: Duration::from_secs(300)
+            idle: Duration::from_secs(300),
+            header: Duration::from_secs(10),
+            server: Duration::from_secs(30),
         }
     );
     assert_eq!(l.max_fails, 1);
