@@ -5,7 +5,8 @@
 
 use super::MAX_WORKERS;
 use crate::config::{
-    BalanceKind, Config, ConfigError, HealthKind, Mode, QueueConfig, ServerConfig, Timeouts, parse,
+    BalanceKind, Config, ConfigError, HashKey, HealthKind, Mode, QueueConfig, ServerConfig,
+    Timeouts, parse,
 };
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -197,6 +198,41 @@ fn shipped_example_config_validates() {
         (HealthKind::Tcp, Duration::from_secs(5))
     );
     assert_eq!(c.listens[1].balance, BalanceKind::LeastConnections);
+}
+
+#[test]
+fn shipped_http_example_validates_once_uncommented() {
+    let src = include_str!("../../../conf/lbctl.toml");
+    let start = src
+        .find("## Example: mode = \"http\"")
+        .expect("http example");
+    let mut text = src[..start].to_string();
+    for line in src[start..].lines() {
+        if line.starts_with("##") {
+            continue;
+        }
+        let code = line
+            .strip_prefix("# ")
+            .unwrap_or_else(|| panic!("example line neither '# ' nor '##': {line}"));
+        text.push_str(code);
+        text.push('\n');
+    }
+    let c = ok(&text);
+    assert_eq!(c.listens.len(), 3);
+    let l = &c.listens[2];
+    assert_eq!((l.name.as_str(), l.mode), ("site", Mode::Http));
+    assert_eq!(l.http.hash_key, HashKey::Cookie("sid".into()));
+    let pools: Vec<(&str, usize)> = l
+        .pools
+        .iter()
+        .map(|p| (p.name.as_str(), p.servers.len()))
+        .collect();
+    assert_eq!(pools, [("default", 2), ("api", 2), ("static", 1)]);
+    assert_eq!(l.servers[2].pool.as_deref(), Some("api"));
+    assert_eq!(
+        l.routes.iter().map(|r| r.pool).collect::<Vec<_>>(),
+        [1, 2, 0]
+    );
 }
 
 #[test]
