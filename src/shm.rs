@@ -76,6 +76,14 @@ pub struct SlotCell {
     pub bytes_out: AtomicU64,
     /// Connections that ended in an error (no server, connect failed, reset); worker.
     pub errors: AtomicU64,
+    /// HTTP requests answered (by a server or by lbctl); worker.
+    pub requests: AtomicU64,
+    /// HTTP responses by class: 1xx, 2xx, 3xx, 4xx, 5xx; worker.
+    pub classes: [AtomicU64; 5],
+    /// HTTP requests sent over a pooled (reused) server connection; worker.
+    pub reused: AtomicU64,
+    /// HTTP requests sent again to another server after a server failed; worker.
+    pub retries: AtomicU64,
 }
 
 /// Per-(slot, server) counters; one writer each (the slot's worker).
@@ -91,6 +99,18 @@ pub struct SlotServerCell {
     /// Clients this worker holds in the listen's queue (only the listen's
     /// first server's cell is used).
     pub queued: AtomicU64,
+    /// HTTP responses from this server.
+    pub requests: AtomicU64,
+    /// HTTP responses from this server by class: 1xx … 5xx.
+    pub classes: [AtomicU64; 5],
+    /// HTTP answers lbctl gave itself for the listen by class (only the
+    /// listen's first server's cell is used).
+    pub local_classes: [AtomicU64; 5],
+}
+
+/// The index of an HTTP status's class in `classes` (1xx → 0 … 5xx → 4).
+pub fn status_class(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5) - 1)
 }
 
 /// One generation's shared region.
@@ -228,6 +248,22 @@ impl Region {
     /// Failed connects to server `i`, summed over all slots.
     pub fn server_failures(&self, i: usize) -> u64 {
         self.sum_over_slots(i, |c| &c.failures)
+    }
+
+    /// HTTP responses from server `i`, summed over all slots.
+    pub fn server_requests(&self, i: usize) -> u64 {
+        self.sum_over_slots(i, |c| &c.requests)
+    }
+
+    /// HTTP responses of class `class` (0 = 1xx … 4 = 5xx) from server `i`,
+    /// or lbctl's own answers for the listen whose first server is `i`.
+    pub fn server_class(&self, i: usize, class: usize, local: bool) -> u64 {
+        let class = class.min(4);
+        if local {
+            self.sum_over_slots(i, |c| &c.local_classes[class])
+        } else {
+            self.sum_over_slots(i, |c| &c.classes[class])
+        }
     }
 
     /// Forgets the live state of a slot whose worker died: its connections
