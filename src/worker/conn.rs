@@ -6,9 +6,9 @@
 //! [`Session`] it carries.
 
 use super::buffer::{Pool, Ready};
-use super::session::{Io, Session, Step};
+use super::session::{Counters, Io, Session, Step};
 use crate::balance::ServerId;
-use crate::config::Mode;
+use crate::config::{ListenConfig, Mode};
 use mio::event::Event;
 use mio::net::TcpStream;
 use std::io;
@@ -69,8 +69,14 @@ pub struct Conn {
     pub queue_timer: bool,
     /// When the client was accepted.
     pub accepted: Instant,
+    /// When the current dispatch began (the queue timeout counts from it:
+    /// accept in TCP mode, each request in HTTP mode).
+    pub dispatch_since: Instant,
     /// Last event time (idle timeout).
     pub last_active: Instant,
+    /// The earliest deadline a timer entry is armed for (the session's own
+    /// deadlines arm a new entry only when they come earlier).
+    pub armed: Option<Instant>,
 }
 
 /// Result of checking a non-blocking connect.
@@ -107,11 +113,13 @@ impl Conn {
             },
             upstream: Upstream::default(),
             phase: Phase::Active,
-            session: Session::new(mode),
+            session: Session::new(mode, now),
             in_again: false,
             queue_timer: false,
             accepted: now,
+            dispatch_since: now,
             last_active: now,
+            armed: None,
         }
     }
 
@@ -187,13 +195,46 @@ impl Conn {
     }
 
     /// Runs the session one step (the connection is active).
-    pub fn advance(&mut self, pool: &mut Pool) -> io::Result<Step> {
+    pub fn advance(
+        &mut self,
+        listen: &ListenConfig,
+        now: Instant,
+        pool: &mut Pool,
+        counters: &Counters,
+    ) -> io::Result<Step> {
         let io = Io {
             client: &mut self.client,
             client_ready: &mut self.client_ready,
+            client_addr: self.client_addr,
             upstream: &mut self.upstream,
+            listen,
+            now,
         };
-        self.session.advance(io, pool)
+        self.session.advance(io, pool, counters)
+    }
+
+    /// Lets the server connection go (the request is done with it); the
+    /// stream is returned for the idle pool.
+    pub fn detach(&mut self) -> Option<TcpStream> {
+        let up = &mut self.upstream;
+        up.server_id = None;
+        up.tried.clear();
+        up.ready = Ready::default();
+        up.server.take()
+    }
+
+    /// Attaches a pooled connection to `server_id` (already connected).
+    pub fn attach(&mut self, server_id: ServerId, stream: TcpStream) -> &mut TcpStream {
+        let up = &mut self.upstream;
+        up.server_id = Some(server_id);
+        up.tried.push(server_id);
+        // Writable at once; a response raises a read edge.
+        up.ready = Ready {
+            write: true,
+            ..Ready::default()
+        };
+        self.phase = Phase::Active;
+        up.server.insert(stream)
     }
 
     /// Gives the buffers back (the connection is being dropped).

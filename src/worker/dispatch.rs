@@ -6,6 +6,7 @@
 //! Our own lack of descriptors is never counted against a server.
 
 use super::conn::Phase;
+use super::session::Counters;
 use super::view::{self, LiveView};
 use super::{ACCEPT_PAUSE, CONN_BASE, Worker};
 use crate::balance;
@@ -14,53 +15,113 @@ use crate::shm;
 use mio::{Interest, Token};
 use std::sync::atomic::Ordering::Relaxed;
 
+/// What a dispatch attempt led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dispatched {
+    /// A connect is in progress (its event or timer continues it).
+    Connecting,
+    /// A pooled connection is attached: the session can go on now.
+    Attached,
+    /// The client waits in the listen's queue.
+    Queued,
+    /// No server can be had (all down, full or failed, retries spent).
+    NoServer,
+    /// The connection is gone (closed meanwhile).
+    Gone,
+}
+
 impl Worker {
-    /// Picks a server and starts connecting, queues, or closes the client.
-    pub(super) fn dispatch(&mut self, idx: usize, serial: u64) {
+    /// Dispatches and acts on the outcome: an attached connection goes on
+    /// at once, a client with no server is answered (HTTP) or closed.
+    pub(super) fn dispatch_and_follow(&mut self, idx: usize, serial: u64) {
+        match self.dispatch(idx, serial) {
+            Dispatched::Attached => self.progress(idx),
+            Dispatched::NoServer => self.no_server(idx),
+            Dispatched::Connecting | Dispatched::Queued | Dispatched::Gone => {}
+        }
+    }
+
+    /// No server for this client: its session answers (HTTP 502/503) and
+    /// goes on, or the connection is closed.
+    pub(super) fn no_server(&mut self, idx: usize) {
         let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
             return;
         };
+        let counters = Counters {
+            region: &self.region,
+            slot: self.slot,
+            base: self.listens[conn.listen].base,
+        };
+        conn.phase = Phase::Active;
+        if conn.session.answer_no_server(&counters) {
+            self.progress(idx);
+        } else {
+            self.close(idx, true);
+        }
+    }
+
+    /// Picks a server and attaches a pooled connection to it, starts
+    /// connecting, or queues the client.
+    pub(super) fn dispatch(&mut self, idx: usize, serial: u64) -> Dispatched {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return Dispatched::Gone;
+        };
         if conn.serial != serial {
-            return;
+            return Dispatched::Gone;
         }
         let listen_idx = conn.listen;
         let listen = &self.config.listens[listen_idx];
         let rt = &mut self.listens[listen_idx];
         let now_ms = shm::now_ms();
+        let key = conn
+            .session
+            .balance_key()
+            .unwrap_or_else(|| balance::client_key(conn.client_addr.ip()));
         loop {
             let attempts = conn.upstream.tried.len() as u32;
             if attempts > listen.retries {
                 break;
             }
             let view = LiveView::new(&self.region, listen, rt.base, &conn.upstream.tried, now_ms);
-            let key = balance::client_key(conn.client_addr.ip());
             let Some(id) = rt.balancer.pick(&view, key) else {
                 if conn.upstream.tried.is_empty() && view.all_full() && self.enqueue(idx) {
-                    return;
+                    return Dispatched::Queued;
                 }
                 break;
             };
             let g = rt.base + id;
+            let token = Token(CONN_BASE + 2 * idx + 1);
+            let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
+            let cell = self.region.slot_server(self.slot, g);
+            if conn.session.may_reuse()
+                && let Some(mut stream) = self.idle.take(g, self.now, listen.http.pool.idle_timeout)
+                && self
+                    .poll
+                    .registry()
+                    .reregister(&mut stream, token, interest)
+                    .is_ok()
+            {
+                cell.active.fetch_add(1, Relaxed);
+                cell.total.fetch_add(1, Relaxed);
+                self.region.slot(self.slot).reused.fetch_add(1, Relaxed);
+                conn.attach(id, stream);
+                return Dispatched::Attached;
+            }
             let addr = listen.servers[id].addr;
             let deadline = self.now + listen.timeouts.connect;
-            let cell = self.region.slot_server(self.slot, g);
             cell.active.fetch_add(1, Relaxed);
             match conn.start_connect(id, addr, deadline) {
                 Ok(server) => {
                     cell.total.fetch_add(1, Relaxed);
-                    let token = Token(CONN_BASE + 2 * idx + 1);
                     if self
                         .poll
                         .registry()
-                        .register(
-                            server,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
-                        )
+                        .register(server, token, interest)
                         .is_ok()
                     {
                         self.timers.push(deadline, idx, serial);
-                        return;
+                        conn.armed = Some(conn.armed.map_or(deadline, |a| a.min(deadline)));
+                        return Dispatched::Connecting;
                     }
                     cell.active.fetch_sub(1, Relaxed);
                     conn.upstream.server = None;
@@ -76,7 +137,7 @@ impl Worker {
                     conn.upstream.tried.pop();
                     self.accept_paused_until = Some(self.now + ACCEPT_PAUSE);
                     if self.enqueue(idx) {
-                        return;
+                        return Dispatched::Queued;
                     }
                     break;
                 }
@@ -88,8 +149,54 @@ impl Worker {
                 }
             }
         }
-        // No server: the client is closed.
-        self.close(idx, true);
+        Dispatched::NoServer
+    }
+
+    /// The server failed a request it was sent (HTTP: reset or closed
+    /// before answering): counted against it, its connection dropped, and
+    /// the request dispatched to another server.
+    pub(super) fn retry_elsewhere(&mut self, idx: usize) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let listen = &self.config.listens[conn.listen];
+        if let (Some(id), Some(_server)) = (conn.upstream.server_id, conn.upstream.server.take()) {
+            let g = self.listens[conn.listen].base + id;
+            let cell = self.region.slot_server(self.slot, g);
+            cell.active.fetch_sub(1, Relaxed);
+            cell.failures.fetch_add(1, Relaxed);
+            view::record_failure(&self.region, g, listen, shm::now_ms());
+        }
+        conn.upstream.server_id = None;
+        self.region.slot(self.slot).retries.fetch_add(1, Relaxed);
+        let serial = conn.serial;
+        self.dispatch_and_follow(idx, serial);
+    }
+
+    /// The request is done with its server: the connection goes back to
+    /// the idle pool when clean and there is room, else it is closed.
+    pub(super) fn detach(&mut self, idx: usize, reuse: bool) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        let listen = &self.config.listens[conn.listen];
+        let id = conn.upstream.server_id;
+        let Some(stream) = conn.detach() else {
+            return;
+        };
+        let Some(id) = id else {
+            return;
+        };
+        let g = self.listens[conn.listen].base + id;
+        self.region
+            .slot_server(self.slot, g)
+            .active
+            .fetch_sub(1, Relaxed);
+        if reuse && !self.draining {
+            let max = listen.http.pool.max_idle;
+            self.idle
+                .put(self.poll.registry(), g, stream, max, self.now);
+        }
     }
 
     /// Puts a client in its listen's queue (bounded by `queue.size`, and by
@@ -101,7 +208,7 @@ impl Worker {
         };
         let listen = &self.config.listens[conn.listen];
         let rt = &mut self.listens[conn.listen];
-        let deadline = conn.accepted + listen.queue.timeout;
+        let deadline = conn.dispatch_since + listen.queue.timeout;
         if rt.queue.len() >= listen.queue.size || deadline <= self.now {
             self.region.server(rt.base).refused.fetch_add(1, Relaxed);
             return false;
@@ -135,7 +242,7 @@ impl Worker {
         }
         conn.upstream.server_id = None;
         let serial = conn.serial;
-        self.dispatch(idx, serial);
+        self.dispatch_and_follow(idx, serial);
     }
 
     /// Retries queued connections (servers may have freed up anywhere).
@@ -182,7 +289,7 @@ impl Worker {
                 // Its timer may fire while it connects: if it comes back to
                 // the queue, it arms a new one.
                 conn.queue_timer = false;
-                self.dispatch(idx, serial);
+                self.dispatch_and_follow(idx, serial);
                 if self.accept_paused_until.is_some() {
                     return;
                 }

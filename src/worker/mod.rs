@@ -14,6 +14,8 @@
 pub mod buffer;
 pub mod conn;
 mod dispatch;
+pub mod http;
+pub mod idle;
 pub mod session;
 pub mod tcp;
 pub mod timers;
@@ -28,9 +30,11 @@ use crate::shm::{self, Region};
 use crate::stats::ConnRow;
 use buffer::Pool;
 use conn::{Conn, ConnectState, Phase};
+use dispatch::Dispatched;
+use idle::{IDLE_BASE, IdlePool};
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
-use session::Step;
+use session::{Counters, Step};
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
@@ -86,6 +90,10 @@ struct Worker {
     serial: u64,
     timers: Timers,
     pool: Pool,
+    /// Idle keep-alive server connections (HTTP mode).
+    idle: IdlePool,
+    /// The listen of each server (global index).
+    server_listen: Vec<usize>,
     draining: bool,
     accept_paused_until: Option<Instant>,
     now: Instant,
@@ -143,6 +151,14 @@ impl Worker {
                 rt
             })
             .collect();
+        let servers = ctx.region.servers();
+        let server_listen = ctx
+            .config
+            .listens
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| std::iter::repeat_n(i, l.servers.len()))
+            .collect();
         let slot = ctx.region.slot(ctx.slot);
         slot.heartbeat_ms.store(shm::now_ms(), Relaxed);
         slot.phase.store(1, Relaxed);
@@ -162,6 +178,8 @@ impl Worker {
             serial: 0,
             timers: Timers::new(),
             pool: Pool::new(),
+            idle: IdlePool::new(servers),
+            server_listen,
             draining: false,
             accept_paused_until: None,
             now: Instant::now(),
@@ -188,6 +206,13 @@ impl Worker {
                     .slot(self.slot)
                     .heartbeat_ms
                     .store(shm::now_ms(), Relaxed);
+                if !self.idle.is_empty() {
+                    let (config, base) = (&self.config, &self.server_listen);
+                    self.idle.sweep(self.now, |g| {
+                        let l = base.get(g).copied().unwrap_or(0);
+                        config.listens[l].http.pool.idle_timeout
+                    });
+                }
             }
             for ev in events.iter() {
                 let t = ev.token();
@@ -195,6 +220,8 @@ impl Worker {
                     if !self.on_channel()? {
                         return Ok(());
                     }
+                } else if t.0 >= IDLE_BASE {
+                    self.idle.on_event(t);
                 } else if t.0 < self.listeners.len() {
                     self.accept(t.0);
                 } else if t.0 >= CONN_BASE {
@@ -287,6 +314,16 @@ impl Worker {
         }
         // Queued clients stay queued: the worker lives until they are
         // served (or time out) like any open connection.
+        self.idle.clear();
+        // Idle HTTP keep-alive clients are closed now; busy ones get
+        // `Connection: close` on their current response.
+        for idx in 0..self.conns.len() {
+            if let Some(c) = self.conns[idx].as_mut()
+                && c.session.on_drain()
+            {
+                self.close(idx, false);
+            }
+        }
     }
 
     fn accept(&mut self, i: usize) {
@@ -351,8 +388,13 @@ impl Worker {
         slot.total.fetch_add(1, Relaxed);
         self.live += 1;
         let serial = conn.serial;
+        let connect_now = conn.session.connects_at_accept();
         self.conns[idx] = Some(conn);
-        self.dispatch(idx, serial);
+        if connect_now {
+            self.dispatch_and_follow(idx, serial);
+        } else {
+            self.progress(idx);
+        }
     }
 
     fn on_conn_event(&mut self, idx: usize, server_side: bool, ev: &mio::event::Event) {
@@ -364,46 +406,76 @@ impl Worker {
         self.progress(idx);
     }
 
-    /// Advances a connection after readiness changed.
-    fn progress(&mut self, idx: usize) {
-        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-            return;
-        };
-        match conn.phase {
-            Phase::Queued { .. } => return,
-            Phase::Connecting { .. } => match conn.check_connect() {
-                ConnectState::Pending => return,
-                ConnectState::Connected => {}
-                ConnectState::Failed(_) => {
-                    self.connect_failed(idx);
+    /// Advances a connection after readiness changed, acting on what its
+    /// session asks for until it waits for readiness again.
+    pub(super) fn progress(&mut self, idx: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+                return;
+            };
+            match conn.phase {
+                Phase::Queued { .. } => return,
+                Phase::Connecting { .. } => match conn.check_connect() {
+                    ConnectState::Pending => return,
+                    ConnectState::Connected => {}
+                    ConnectState::Failed(_) => {
+                        self.connect_failed(idx);
+                        return;
+                    }
+                },
+                Phase::Active => {}
+            }
+            let listen = &self.config.listens[conn.listen];
+            let counters = Counters {
+                region: &self.region,
+                slot: self.slot,
+                base: self.listens[conn.listen].base,
+            };
+            let result = conn.advance(listen, self.now, &mut self.pool, &counters);
+            let slot = self.region.slot(self.slot);
+            match result {
+                Ok(Step::Open(up, down) | Step::Busy(up, down)) => {
+                    if up > 0 {
+                        slot.bytes_in.fetch_add(up, Relaxed);
+                    }
+                    if down > 0 {
+                        slot.bytes_out.fetch_add(down, Relaxed);
+                    }
+                    if matches!(result, Ok(Step::Busy(..))) && !conn.in_again {
+                        conn.in_again = true;
+                        self.again.push((idx, conn.serial));
+                    }
+                    // The idle deadline needs no arming here: the connect
+                    // deadline's timer entry re-arms itself as the idle one.
+                    // A session's own earlier deadline (HTTP header or
+                    // server timeout) arms an entry of its own.
+                    if let Some(d) = conn.session.deadline(listen)
+                        && conn.armed.is_none_or(|a| d < a)
+                    {
+                        conn.armed = Some(d);
+                        self.timers.push(d, idx, conn.serial);
+                    }
                     return;
                 }
-            },
-            Phase::Active => {}
-        }
-        let result = conn.advance(&mut self.pool);
-        let slot = self.region.slot(self.slot);
-        match result {
-            Ok(Step::Open(up, down) | Step::Busy(up, down)) => {
-                if up > 0 {
+                Ok(Step::Finished(up, down)) => {
                     slot.bytes_in.fetch_add(up, Relaxed);
-                }
-                if down > 0 {
                     slot.bytes_out.fetch_add(down, Relaxed);
+                    self.close(idx, false);
+                    return;
                 }
-                if matches!(result, Ok(Step::Busy(..))) && !conn.in_again {
-                    conn.in_again = true;
-                    self.again.push((idx, conn.serial));
+                Ok(Step::Dispatch) => {
+                    conn.dispatch_since = self.now;
+                    let serial = conn.serial;
+                    match self.dispatch(idx, serial) {
+                        Dispatched::Attached => {}
+                        Dispatched::NoServer => return self.no_server(idx),
+                        Dispatched::Connecting | Dispatched::Queued | Dispatched::Gone => return,
+                    }
                 }
-                // The idle deadline needs no arming here: the connect
-                // deadline's timer entry re-arms itself as the idle one.
+                Ok(Step::Retry) => return self.retry_elsewhere(idx),
+                Ok(Step::Detach { reuse }) => self.detach(idx, reuse),
+                Err(_) => return self.close(idx, true),
             }
-            Ok(Step::Finished(up, down)) => {
-                slot.bytes_in.fetch_add(up, Relaxed);
-                slot.bytes_out.fetch_add(down, Relaxed);
-                self.close(idx, false);
-            }
-            Err(_) => self.close(idx, true),
         }
     }
 
@@ -426,7 +498,7 @@ impl Worker {
                             .queued
                             .fetch_sub(1, Relaxed);
                         self.region.server(rt.base).refused.fetch_add(1, Relaxed);
-                        self.close(idx, true);
+                        self.no_server(idx);
                     }
                 }
                 Phase::Connecting { deadline } => {
@@ -435,11 +507,25 @@ impl Worker {
                     }
                 }
                 Phase::Active => {
+                    conn.armed = None;
+                    let own = conn.session.deadline(listen);
+                    if own.is_some_and(|d| self.now >= d) {
+                        let counters = Counters {
+                            region: &self.region,
+                            slot: self.slot,
+                            base: self.listens[conn.listen].base,
+                        };
+                        conn.session.on_timeout(&mut conn.client, &counters);
+                        self.close(idx, true);
+                        continue;
+                    }
                     let due = conn.last_active + listen.timeouts.idle;
                     if self.now >= due {
                         self.close(idx, false);
                     } else {
-                        self.timers.push(due, idx, serial);
+                        let next = own.map_or(due, |d| d.min(due));
+                        conn.armed = Some(next);
+                        self.timers.push(next, idx, serial);
                     }
                 }
             }

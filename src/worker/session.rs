@@ -9,28 +9,104 @@
 //! value, [`Step`], never a flag the loop checks elsewhere.
 //!
 //! One variant per `mode`, each in its own file: [`TcpRelay`] (`tcp.rs`) is
-//! `mode = "tcp"`. A new protocol is a new file and a new variant here, never
+//! `mode = "tcp"`, [`HttpSession`] (`http/`) is `mode = "http"`, which hands
+//! over to the TCP relay after a `101` (websocket). A new protocol is a new file and a new variant here, never
 //! a branch inside the TCP relay (sozu's session/state design, STYLE.md).
 //! Dispatch is a `match` on an enum: no allocation per connection and no
 //! indirect call per event.
 
 use super::buffer::{Pool, Ready};
 use super::conn::Upstream;
+use super::http::{HttpSession, HttpStep};
 use super::tcp::TcpRelay;
-use crate::config::Mode;
+use crate::balance::ServerId;
+use crate::config::{ListenConfig, Mode};
+use crate::shm::{self, Region};
 use mio::net::TcpStream;
 use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
 
 /// What the loop lends a session for one step: the client socket with its
-/// readiness, and the server side.
+/// readiness, the server side, the listen's settings and the clock.
 #[derive(Debug)]
 pub struct Io<'a> {
     /// The client socket.
     pub client: &'a mut TcpStream,
     /// The client socket's edge-triggered readiness.
     pub client_ready: &'a mut Ready,
+    /// The client's address.
+    pub client_addr: SocketAddr,
     /// The server side (socket, readiness, picks so far).
     pub upstream: &'a mut Upstream,
+    /// The listen the client came in on.
+    pub listen: &'a ListenConfig,
+    /// The loop's clock for this turn.
+    pub now: Instant,
+}
+
+/// Where a session counts what it answered: this worker's cells of the
+/// shared region.
+#[derive(Debug, Clone, Copy)]
+pub struct Counters<'a> {
+    /// The generation's region.
+    pub region: &'a Region,
+    /// This worker's slot.
+    pub slot: usize,
+    /// Global index of the listen's first server.
+    pub base: usize,
+}
+
+impl Counters<'_> {
+    /// A response from `server` with `status` went to the client.
+    pub fn response(&self, server: ServerId, status: u16) {
+        let class = shm::status_class(status);
+        let cell = self.region.slot_server(self.slot, self.base + server);
+        cell.requests.fetch_add(1, Relaxed);
+        cell.classes[class].fetch_add(1, Relaxed);
+        let slot = self.region.slot(self.slot);
+        slot.requests.fetch_add(1, Relaxed);
+        slot.classes[class].fetch_add(1, Relaxed);
+    }
+
+    /// A response from the server `server` (if known) with `status`.
+    pub fn response_of(&self, server: Option<ServerId>, status: u16) {
+        match server {
+            Some(id) => self.response(id, status),
+            None => self.local(status),
+        }
+    }
+
+    /// Bytes moved that no [`Step::Open`] reports (before a dispatch,
+    /// retry or detach).
+    pub fn bytes(&self, up: u64, down: u64) {
+        let slot = self.region.slot(self.slot);
+        slot.bytes_in.fetch_add(up, Relaxed);
+        slot.bytes_out.fetch_add(down, Relaxed);
+    }
+
+    /// lbctl answered a request itself with `status`.
+    pub fn local(&self, status: u16) {
+        let class = shm::status_class(status);
+        if self.region.servers() > self.base {
+            self.region.slot_server(self.slot, self.base).local_classes[class]
+                .fetch_add(1, Relaxed);
+        }
+        let slot = self.region.slot(self.slot);
+        slot.requests.fetch_add(1, Relaxed);
+        slot.classes[class].fetch_add(1, Relaxed);
+    }
+
+    /// A request went to another server after one failed it.
+    pub fn retry(&self) {
+        self.region.slot(self.slot).retries.fetch_add(1, Relaxed);
+    }
+
+    /// A request went over a reused (pooled) server connection.
+    pub fn reused(&self) {
+        self.region.slot(self.slot).reused.fetch_add(1, Relaxed);
+    }
 }
 
 /// What one step of a session left.
@@ -43,6 +119,19 @@ pub enum Step {
     /// The byte budget of one turn is spent and more may be ready: resume
     /// after the worker's other events (edge-triggered: no new event comes).
     Busy(u64, u64),
+    /// The session needs a server (a new request): the loop picks one,
+    /// takes a pooled connection or connects, and advances it again.
+    Dispatch,
+    /// The server failed the request before answering and the request can
+    /// be sent again: the loop counts the failure against the server, drops
+    /// the connection and dispatches to another server.
+    Retry,
+    /// The request is done with its server: the loop lets the connection go
+    /// (back to the idle pool when `reuse`) and advances the session again.
+    Detach {
+        /// The connection is clean and may serve another request.
+        reuse: bool,
+    },
 }
 
 /// Bytes one connection may move per turn of the worker's loop.
@@ -53,24 +142,104 @@ pub const TURN_BUDGET: usize = 512 * 1024;
 pub enum Session {
     /// `mode = "tcp"`: bytes relayed both ways, half-close forwarded.
     Tcp(TcpRelay),
+    /// `mode = "http"`: requests parsed, balanced one by one.
+    Http(Box<HttpSession>),
 }
 
 impl Session {
     /// The session a new client of a listen in `mode` starts with.
-    pub fn new(mode: Mode) -> Session {
+    pub fn new(mode: Mode, now: Instant) -> Session {
         match mode {
-            // The HTTP session is being written on its own branch; until it
-            // lands an http listen is relayed like a tcp one.
-            Mode::Tcp | Mode::Http => Session::Tcp(TcpRelay::default()),
+            Mode::Tcp => Session::Tcp(TcpRelay::default()),
+            Mode::Http => Session::Http(Box::new(HttpSession::new(now))),
         }
     }
 
-    /// Moves the connection on after readiness changed (the server side is
-    /// connected). A peer's error is returned: the loop closes the
-    /// connection and counts it, and nothing else is affected.
-    pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
+    /// True when the session needs a server as soon as the client is
+    /// accepted (TCP); an HTTP session first reads a request.
+    pub fn connects_at_accept(&self) -> bool {
+        matches!(self, Session::Tcp(_))
+    }
+
+    /// Moves the connection on after readiness changed. A peer's error is
+    /// returned: the loop closes the connection and counts it, and nothing
+    /// else is affected.
+    pub fn advance(
+        &mut self,
+        mut io: Io<'_>,
+        pool: &mut Pool,
+        counters: &Counters,
+    ) -> io::Result<Step> {
         match self {
             Session::Tcp(t) => t.advance(io, pool),
+            Session::Http(h) => match h.advance(&mut io, counters)? {
+                HttpStep::Loop(step) => Ok(step),
+                HttpStep::Pipe => {
+                    // A `101`: everything buffered is flushed, and from now
+                    // on the bytes are relayed as in TCP mode.
+                    let (up, down) = h.bytes();
+                    *self = Session::Tcp(TcpRelay::resumed(up, down));
+                    match self {
+                        Session::Tcp(t) => t.advance(io, pool),
+                        Session::Http(_) => Ok(Step::Open(0, 0)),
+                    }
+                }
+            },
+        }
+    }
+
+    /// The balancing key of the request being dispatched, when the session
+    /// has its own (`hash_key` header or cookie); else the client address.
+    pub fn balance_key(&self) -> Option<u64> {
+        match self {
+            Session::Tcp(_) => None,
+            Session::Http(h) => h.balance_key(),
+        }
+    }
+
+    /// Whether the request may go over a pooled connection (idempotent
+    /// ones only: a non-idempotent request always gets a fresh one, so a
+    /// stale connection never forces a choice between losing it and sending
+    /// it twice).
+    pub fn may_reuse(&self) -> bool {
+        match self {
+            Session::Tcp(_) => false,
+            Session::Http(h) => h.may_reuse(),
+        }
+    }
+
+    /// No server can be had: true when the session answers the client
+    /// itself (HTTP 502/503) and goes on, false when the loop closes it.
+    pub fn answer_no_server(&mut self, counters: &Counters) -> bool {
+        match self {
+            Session::Tcp(_) => false,
+            Session::Http(h) => h.answer_no_server(counters),
+        }
+    }
+
+    /// The session's own next deadline beside the loop's idle timeout.
+    pub fn deadline(&self, listen: &ListenConfig) -> Option<Instant> {
+        match self {
+            Session::Tcp(_) => None,
+            Session::Http(h) => h.deadline(listen),
+        }
+    }
+
+    /// The session's own deadline passed; the loop closes the connection
+    /// after this (an answer such as 408 or 504 is written best effort).
+    pub fn on_timeout(&mut self, client: &mut TcpStream, counters: &Counters) {
+        if let Session::Http(h) = self {
+            h.on_timeout(client, counters);
+        }
+    }
+
+    /// The worker drains: true when the connection should close now (an
+    /// idle HTTP keep-alive client); a busy HTTP session closes after its
+    /// current response. TCP connections run to their end.
+    pub fn on_drain(&mut self) -> bool {
+        match self {
+            Session::Tcp(_) => false,
+            Session::Http(h) => h.on_drain(),
         }
     }
 
@@ -78,6 +247,7 @@ impl Session {
     pub fn bytes(&self) -> (u64, u64) {
         match self {
             Session::Tcp(t) => t.bytes(),
+            Session::Http(h) => h.bytes(),
         }
     }
 
@@ -85,6 +255,7 @@ impl Session {
     pub fn state_name(&self) -> &'static str {
         match self {
             Session::Tcp(t) => t.state_name(),
+            Session::Http(h) => h.state_name(),
         }
     }
 
@@ -92,6 +263,7 @@ impl Session {
     pub fn release(&mut self, pool: &mut Pool) {
         match self {
             Session::Tcp(t) => t.release(pool),
+            Session::Http(_) => {}
         }
     }
 }

@@ -21,6 +21,15 @@ pub struct TcpRelay {
 }
 
 impl TcpRelay {
+    /// A relay taking over a connection that already moved `up` and `down`
+    /// bytes (an HTTP connection after `101 Switching Protocols`).
+    pub fn resumed(up: u64, down: u64) -> TcpRelay {
+        let mut t = TcpRelay::default();
+        t.up.bytes = up;
+        t.down.bytes = down;
+        t
+    }
+
     /// Moves bytes both ways as far as readiness, buffers and the turn's
     /// budget allow. The direction that goes first alternates per turn.
     pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
@@ -28,6 +37,7 @@ impl TcpRelay {
             client,
             client_ready,
             upstream,
+            ..
         } = io;
         let Some(server) = upstream.server.as_mut() else {
             return Ok(Step::Open(0, 0));

@@ -1,0 +1,579 @@
+//! Owns `mode = "http"`: the [`HttpSession`] state machine of one client
+//! connection. Each request head is parsed (pure parsing lives in
+//! `crate::http`), rewritten (hop-by-hop headers out, forwarded headers in)
+//! and balanced on its own: the session asks the loop for a server per
+//! request ([`Step::Dispatch`]), streams the body both ways with the framing
+//! trackers (Content-Length, chunked, until close), answers interim 1xx
+//! heads through, gives a kept-alive server connection back to the worker's
+//! idle pool ([`Step::Detach`]), and reads the next (possibly pipelined)
+//! request only once the previous response is out, so responses stay in
+//! order. A `101` to an `Upgrade` request turns the pair into the TCP relay.
+//!
+//! Failure rules: a server that resets or closes before any response byte
+//! gets an idempotent request again on another server ([`Step::Retry`]);
+//! errors lbctl answers itself (400, 408, 413/414/431, 502, 503, 504) are
+//! short plain bodies with `Connection: close`, after which the client's
+//! side is shut and drained briefly (lingering close) so the answer is not
+//! destroyed by a reset.
+
+mod half;
+mod key;
+
+use super::session::{Counters, Io, Step};
+use crate::config::ListenConfig;
+use crate::http::{self, BodyKind, BodyTracker, Version};
+use half::Half;
+use mio::net::TcpStream;
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+/// Bytes of a request kept for resending on a retry; larger requests are
+/// not retried once their first byte went out.
+const RETRY_KEEP: usize = 64 * 1024;
+/// Buffer capacity per direction beyond the head limit (body streaming).
+const BODY_ROOM: usize = 16 * 1024;
+/// How long a closing client is drained after lbctl's own answer.
+const LINGER: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading the next request head.
+    Head,
+    /// A request is parsed; the loop is getting a server.
+    Wait,
+    /// The request goes to the server and the response comes back.
+    Exchange,
+    /// `101 Switching Protocols`: flushing what is buffered, then a pipe.
+    Tunnel,
+    /// An answer (or the last response) goes out, then the connection ends.
+    Closing,
+    /// The client's write side is shut; its bytes are read and dropped.
+    Lingering { until: Instant },
+}
+
+#[derive(Debug)]
+struct Response {
+    body: BodyTracker,
+    done: bool,
+    keep_alive: bool,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    head_method: bool,
+    idempotent: bool,
+    keep_alive: bool,
+    version: Version,
+    upgrade: bool,
+    req_body: BodyTracker,
+    req_done: bool,
+    resp: Option<Response>,
+    /// A byte of a response came from the server (no retry after that).
+    answered: bool,
+    /// A response head (even an interim one) was queued for the client: lbctl
+    /// can no longer answer in its place.
+    client_started: bool,
+    /// Last time bytes went to or came from the server (server timeout).
+    server_since: Instant,
+}
+
+/// What one internal step left: a value for the loop, or the hand-over to
+/// the TCP relay after a `101`.
+#[derive(Debug)]
+pub enum HttpStep {
+    /// Return this to the loop.
+    Loop(Step),
+    /// Both directions are flushed after a `101`: become a pipe.
+    Pipe,
+}
+
+enum Run {
+    Open,
+    Finished,
+    Loop(Step),
+    Pipe,
+    /// The state changed: run the state machine again.
+    Again,
+}
+
+/// The HTTP state of one client connection.
+#[derive(Debug)]
+pub struct HttpSession {
+    up: Half,
+    down: Half,
+    state: State,
+    ex: Option<Exchange>,
+    /// When the current head started (header timeout).
+    head_since: Instant,
+    /// Requests parsed on this connection.
+    requests: u64,
+    /// A copy of what the current request's server was sent (retries).
+    retry_copy: Option<Vec<u8>>,
+    /// A server failed this request after it was sent (answer 502, not 503).
+    server_failed: bool,
+    /// The balancing key of the current request (`hash_key`).
+    key: Option<u64>,
+    /// The worker drains: the current response is the last one.
+    draining: bool,
+}
+
+impl HttpSession {
+    /// A session for a client accepted at `now`.
+    pub fn new(now: Instant) -> HttpSession {
+        HttpSession {
+            up: Half::default(),
+            down: Half::default(),
+            state: State::Head,
+            ex: None,
+            head_since: now,
+            requests: 0,
+            retry_copy: None,
+            server_failed: false,
+            key: None,
+            draining: false,
+        }
+    }
+
+    /// The worker drains: true when idle between requests (close now);
+    /// otherwise the current response goes out with `Connection: close`.
+    pub fn on_drain(&mut self) -> bool {
+        self.draining = true;
+        if let Some(ex) = &mut self.ex
+            && ex.resp.is_none()
+        {
+            ex.keep_alive = false;
+        }
+        self.state == State::Head && self.up.unclassified().is_empty()
+    }
+
+    /// Bytes moved so far (client → server, server → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.up.bytes, self.down.bytes)
+    }
+
+    /// The balancing key of the request being dispatched, if it has one.
+    pub fn balance_key(&self) -> Option<u64> {
+        self.key
+    }
+
+    /// Whether the request being dispatched may use a pooled connection.
+    pub fn may_reuse(&self) -> bool {
+        self.ex.as_ref().is_some_and(|e| e.idempotent)
+    }
+
+    /// A word for `lbctl connections`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Head if self.requests == 0 => "http-head",
+            State::Head => "http-keepalive",
+            State::Wait | State::Exchange => "http-request",
+            State::Tunnel => "tunnel",
+            State::Closing | State::Lingering { .. } => "closing",
+        }
+    }
+
+    /// The earliest deadline of the session's own (header, server, linger),
+    /// beside the loop's idle timeout.
+    pub fn deadline(&self, listen: &ListenConfig) -> Option<Instant> {
+        match self.state {
+            State::Head if self.requests == 0 || !self.up.unclassified().is_empty() => {
+                Some(self.head_since + listen.timeouts.header)
+            }
+            State::Exchange => match &self.ex {
+                Some(ex) if !ex.resp.as_ref().is_some_and(|r| r.done) => {
+                    Some(ex.server_since + listen.timeouts.server)
+                }
+                _ => None,
+            },
+            State::Lingering { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    /// The deadline passed: answers 408 (head not complete) or 504 (no
+    /// response yet) when nothing else was sent, best effort.
+    pub fn on_timeout(&mut self, client: &mut TcpStream, counters: &Counters) {
+        let status = match self.state {
+            State::Head if !self.up.unclassified().is_empty() => Some(408),
+            State::Exchange if !self.ex.as_ref().is_some_and(|e| e.client_started) => Some(504),
+            _ => None,
+        };
+        if let Some(status) = status
+            && self.down.flushed()
+        {
+            counters.local(status);
+            let _ = client.write(&http::error_response(status, true));
+        }
+    }
+
+    /// No server can take the request (every one down, full, or failed):
+    /// answers 503, or 502 when a server failed it after it was sent.
+    /// False when a response already started (the client is closed).
+    pub fn answer_no_server(&mut self, counters: &Counters) -> bool {
+        let status = if self.server_failed { 502 } else { 503 };
+        self.answer(status, counters)
+    }
+
+    fn answer(&mut self, status: u16, counters: &Counters) -> bool {
+        if self.ex.as_ref().is_some_and(|e| e.client_started) || !self.down.flushed() {
+            return false;
+        }
+        counters.local(status);
+        self.down.discard_unclassified();
+        self.down.out = http::error_response(status, true);
+        self.state = State::Closing;
+        self.ex = None;
+        true
+    }
+
+    /// Moves the session on.
+    pub fn advance(&mut self, io: &mut Io<'_>, counters: &Counters) -> io::Result<HttpStep> {
+        let before = self.bytes();
+        let run = self.run(io, counters)?;
+        let after = self.bytes();
+        let (up, down) = (after.0 - before.0, after.1 - before.1);
+        Ok(match run {
+            Run::Open => HttpStep::Loop(Step::Open(up, down)),
+            Run::Finished => HttpStep::Loop(Step::Finished(up, down)),
+            Run::Loop(step) => {
+                // Bytes moved before a dispatch/detach are counted here.
+                if up > 0 || down > 0 {
+                    counters.bytes(up, down);
+                }
+                HttpStep::Loop(step)
+            }
+            Run::Pipe => HttpStep::Pipe,
+            Run::Again => HttpStep::Loop(Step::Open(up, down)),
+        })
+    }
+
+    fn run(&mut self, io: &mut Io<'_>, counters: &Counters) -> io::Result<Run> {
+        let cap = io.listen.http.limits.header_bytes + BODY_ROOM;
+        let limits = limits_of(io.listen);
+        loop {
+            match self.state {
+                State::Head => match http::parse_request(self.up.unclassified(), &limits) {
+                    Ok(Some(head)) => {
+                        self.start_request(&head, io);
+                        self.up.consume(head.head_len);
+                        return Ok(Run::Loop(Step::Dispatch));
+                    }
+                    Ok(None) => {
+                        if self.up.eof {
+                            return Ok(Run::Finished);
+                        }
+                        let was_empty = self.up.unclassified().is_empty();
+                        if was_empty && self.requests > 0 {
+                            self.up.shrink_if_empty();
+                            self.down.shrink_if_empty();
+                        }
+                        if !self.up.read_from(io.client, io.client_ready, cap)? {
+                            return Ok(Run::Open);
+                        }
+                        if was_empty && self.requests > 0 {
+                            self.head_since = io.now;
+                        }
+                    }
+                    Err(e) => {
+                        if !self.answer(e.status, counters) {
+                            return Ok(Run::Finished);
+                        }
+                    }
+                },
+                State::Wait => {
+                    if io.upstream.server.is_none() {
+                        return Ok(Run::Open);
+                    }
+                    self.state = State::Exchange;
+                    if let Some(ex) = &mut self.ex {
+                        ex.server_since = io.now;
+                    }
+                }
+                State::Exchange => match self.exchange(io, cap, counters) {
+                    Ok(Some(Run::Again)) => continue,
+                    Ok(Some(run)) => return Ok(run),
+                    Ok(None) => return Ok(Run::Open),
+                    Err(Failure::Client(e)) => return Err(e),
+                    Err(Failure::BadRequestBody) => {
+                        if self.answer(400, counters) {
+                            return Ok(Run::Loop(Step::Detach { reuse: false }));
+                        }
+                        return Ok(Run::Finished);
+                    }
+                    Err(Failure::Server) => match self.server_failed_request(counters) {
+                        Some(run) => return Ok(run),
+                        None => continue,
+                    },
+                },
+                State::Tunnel => {
+                    self.up.clear_all();
+                    self.down.clear_all();
+                    if let Some(server) = io.upstream.server.as_mut() {
+                        self.up.write_to(server, &mut io.upstream.ready, None)?;
+                    }
+                    self.down.write_to(io.client, io.client_ready, None)?;
+                    if self.up.flushed() && self.down.flushed() {
+                        return Ok(Run::Pipe);
+                    }
+                    return Ok(Run::Open);
+                }
+                State::Closing => {
+                    self.down.write_to(io.client, io.client_ready, None)?;
+                    if !self.down.flushed() {
+                        return Ok(Run::Open);
+                    }
+                    let _ = io.client.shutdown(std::net::Shutdown::Write);
+                    self.state = State::Lingering {
+                        until: io.now + LINGER,
+                    };
+                    self.up = Half::default();
+                }
+                State::Lingering { .. } => loop {
+                    // Read and drop until the client closes (or the linger
+                    // deadline), so unread bytes cause no reset that would
+                    // destroy the answer in flight.
+                    self.up.discard_all();
+                    if !self.up.read_from(io.client, io.client_ready, BODY_ROOM)? {
+                        return Ok(Run::Open);
+                    }
+                    if self.up.eof {
+                        return Ok(Run::Finished);
+                    }
+                },
+            }
+        }
+    }
+
+    fn start_request(&mut self, head: &http::RequestHead, io: &mut Io<'_>) {
+        self.requests += 1;
+        self.server_failed = false;
+        let http_conf = &io.listen.http;
+        self.key = key::of(&http_conf.hash_key, head);
+        let fwd = http::Forwarding {
+            client_ip: io.client_addr.ip(),
+            proto: "http",
+            xff: http_conf.forwarded.xff,
+            xfp: http_conf.forwarded.xfp,
+            forwarded: http_conf.forwarded.rfc7239,
+            upgrade: head.upgrade.is_some(),
+        };
+        self.up.out.clear();
+        http::write_request(head, &mut self.up.out, &fwd);
+        let idempotent = head.idempotent();
+        self.retry_copy = idempotent.then(Vec::new);
+        self.ex = Some(Exchange {
+            head_method: head.method.eq_ignore_ascii_case("HEAD"),
+            idempotent,
+            keep_alive: head.keep_alive && !self.draining,
+            version: head.version,
+            upgrade: head.upgrade.is_some(),
+            req_body: BodyTracker::new(head.body),
+            req_done: matches!(head.body, BodyKind::None | BodyKind::Length(0)),
+            resp: None,
+            answered: false,
+            client_started: false,
+            server_since: io.now,
+        });
+        self.state = State::Wait;
+    }
+
+    /// One round of the request/response exchange. `Ok(None)` when nothing
+    /// more can happen until readiness changes.
+    fn exchange(
+        &mut self,
+        io: &mut Io<'_>,
+        cap: usize,
+        counters: &Counters,
+    ) -> Result<Option<Run>, Failure> {
+        let Some(ex) = self.ex.as_mut() else {
+            return Ok(Some(Run::Finished));
+        };
+        let Some(server) = io.upstream.server.as_mut() else {
+            return Ok(Some(Run::Loop(Step::Dispatch)));
+        };
+        let server_ready = &mut io.upstream.ready;
+        let limits = limits_of(io.listen);
+        loop {
+            let mut progress = false;
+            // Client → server: the request head, then its body.
+            let n = self
+                .up
+                .write_to(server, server_ready, self.retry_copy.as_mut())
+                .map_err(|_| Failure::Server)?;
+            if n > 0 {
+                progress = true;
+                ex.server_since = io.now;
+                if self
+                    .retry_copy
+                    .as_ref()
+                    .is_some_and(|c| c.len() > RETRY_KEEP)
+                {
+                    self.retry_copy = None;
+                }
+            }
+            if !ex.req_done {
+                let scan = ex
+                    .req_body
+                    .advance(self.up.unclassified())
+                    .map_err(|_| Failure::BadRequestBody)?;
+                self.up.clear(scan.consumed);
+                progress |= scan.consumed > 0 || scan.done;
+                ex.req_done = scan.done;
+                if !ex.req_done && self.up.room(cap) > 0 {
+                    if self.up.eof {
+                        // The client went away in the middle of its body.
+                        return Err(Failure::Client(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                    progress |= self
+                        .up
+                        .read_from(io.client, io.client_ready, cap)
+                        .map_err(Failure::Client)?;
+                }
+            }
+            // Server → client: heads (interim ones pass through), then the body.
+            let resp_done = ex.resp.as_ref().is_some_and(|r| r.done);
+            if !resp_done && self.down.room(cap) > 0 {
+                let got = self
+                    .down
+                    .read_from(server, server_ready, cap)
+                    .map_err(|_| Failure::Server)?;
+                if got {
+                    progress = true;
+                    ex.server_since = io.now;
+                    ex.answered |= !self.down.unclassified().is_empty();
+                }
+            }
+            if ex.resp.is_none() {
+                match http::parse_response(self.down.unclassified(), &limits, ex.head_method) {
+                    Ok(Some(head)) => {
+                        ex.answered = true;
+                        ex.client_started = true;
+                        progress = true;
+                        let raw_len = head.head_len;
+                        if head.status == 101 && ex.upgrade {
+                            http::write_response(&head, &mut self.down.out, true, ex.version);
+                            self.down.consume(raw_len);
+                            counters.response_of(io.upstream.server_id, head.status);
+                            self.state = State::Tunnel;
+                            return Ok(Some(Run::Again));
+                        }
+                        if head.is_interim() {
+                            http::write_response(&head, &mut self.down.out, true, ex.version);
+                            self.down.consume(raw_len);
+                            continue;
+                        }
+                        let until_close = matches!(head.body, BodyKind::UntilClose);
+                        ex.keep_alive = ex.keep_alive && !until_close && !self.draining;
+                        http::write_response(&head, &mut self.down.out, ex.keep_alive, ex.version);
+                        self.down.consume(raw_len);
+                        counters.response_of(io.upstream.server_id, head.status);
+                        let done = matches!(head.body, BodyKind::None | BodyKind::Length(0));
+                        ex.resp = Some(Response {
+                            body: BodyTracker::new(head.body),
+                            done,
+                            keep_alive: head.keep_alive,
+                        });
+                    }
+                    Ok(None) => {
+                        if self.down.eof || self.down.room(cap) == 0 {
+                            return Err(Failure::Server);
+                        }
+                    }
+                    Err(_) => return Err(Failure::Server),
+                }
+            }
+            if let Some(resp) = ex.resp.as_mut()
+                && !resp.done
+            {
+                if matches!(resp.body, BodyTracker::UntilClose) {
+                    progress |= !self.down.unclassified().is_empty();
+                    self.down.clear_all();
+                    resp.done = self.down.eof;
+                } else {
+                    let scan = resp
+                        .body
+                        .advance(self.down.unclassified())
+                        .map_err(|_| Failure::Client(bad_body()))?;
+                    self.down.clear(scan.consumed);
+                    progress |= scan.consumed > 0 || scan.done;
+                    resp.done = scan.done;
+                    if !resp.done && self.down.eof {
+                        // The server closed in the middle of its body.
+                        return Err(Failure::Client(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+            let n = self
+                .down
+                .write_to(io.client, io.client_ready, None)
+                .map_err(Failure::Client)?;
+            progress |= n > 0;
+            if let Some(resp) = &ex.resp
+                && resp.done
+                && self.down.flushed()
+            {
+                let reuse = resp.keep_alive
+                    && ex.req_done
+                    && self.up.flushed()
+                    && !self.down.eof
+                    && self.down.unclassified().is_empty();
+                self.down.discard_unclassified();
+                self.state = if ex.keep_alive && ex.req_done {
+                    State::Head
+                } else {
+                    State::Closing
+                };
+                self.head_since = io.now;
+                self.ex = None;
+                self.retry_copy = None;
+                return Ok(Some(Run::Loop(Step::Detach { reuse })));
+            }
+            if !progress {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The server reset, closed or sent garbage: retry an idempotent
+    /// request not yet answered, else answer 502 if nothing was sent to the
+    /// client yet, else end the connection.
+    fn server_failed_request(&mut self, counters: &Counters) -> Option<Run> {
+        let answered = self.ex.as_ref().is_some_and(|e| e.answered);
+        if !answered && let Some(copy) = self.retry_copy.take() {
+            self.up.resend(copy);
+            self.retry_copy = Some(Vec::new());
+            self.down.reset();
+            self.server_failed = true;
+            self.state = State::Wait;
+            return Some(Run::Loop(Step::Retry));
+        }
+        if self.answer(502, counters) {
+            return Some(Run::Loop(Step::Detach { reuse: false }));
+        }
+        Some(Run::Finished)
+    }
+}
+
+/// Which side failed an exchange.
+enum Failure {
+    /// The client (or a framing error of a response body): the connection ends.
+    Client(io::Error),
+    /// The request body's framing is broken (a bad chunk size): 400.
+    BadRequestBody,
+    /// The server: retried, answered 502, or the connection ends.
+    Server,
+}
+
+/// The parser's limits from the listen's `limits` table.
+fn limits_of(listen: &ListenConfig) -> http::Limits {
+    let l = &listen.http.limits;
+    http::Limits {
+        header_bytes: l.header_bytes,
+        headers: l.headers,
+        uri_bytes: l.uri_bytes,
+    }
+}
+
+fn bad_body() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "bad chunked body")
+}
