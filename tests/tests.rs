@@ -12,6 +12,9 @@ mod harness;
 mod balance;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
+// `mode = "http"`: per-request balancing, pipelining, bodies, websocket,
+// lbctl's own answers, forwarded headers, failover, routing.
+mod http_mode;
 // Backend HA: kill under load, http/send_expect/timeout checks, runtime
 // disable/drain/enable, respawn vs reload.
 mod ha;

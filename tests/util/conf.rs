@@ -69,6 +69,13 @@ pub struct ListenConf {
     pub servers: Vec<ServerConf>,
     /// Raw inline table, e.g. `{ kind = "tcp", interval = "200ms", ... }`.
     pub health: Option<String>,
+    /// `mode = "..."`.
+    pub mode: String,
+    /// More keys of the `timeouts` table, e.g. `header = "1s"`.
+    pub more_timeouts: String,
+    /// More lines of the `[[listen]]` section, written after its keys
+    /// (e.g. `forwarded = [...]`, or whole `[[listen.route]]` tables).
+    pub extra: Vec<String>,
 }
 
 impl ListenConf {
@@ -83,7 +90,28 @@ impl ListenConf {
             idle_timeout: "30s".to_string(),
             servers: servers.iter().map(|a| ServerConf::new(*a)).collect(),
             health: None,
+            mode: "tcp".to_string(),
+            more_timeouts: String::new(),
+            extra: Vec::new(),
         }
+    }
+
+    /// `mode = "http"`.
+    pub fn http(mut self) -> ListenConf {
+        self.mode = "http".to_string();
+        self
+    }
+
+    /// Adds keys to the `timeouts` table (`header = "1s", server = "2s"`).
+    pub fn timeouts(mut self, keys: &str) -> ListenConf {
+        self.more_timeouts = keys.to_string();
+        self
+    }
+
+    /// Adds a line to the section (after its own keys).
+    pub fn line(mut self, line: &str) -> ListenConf {
+        self.extra.push(line.to_string());
+        self
     }
 
     pub fn balance(mut self, b: &str) -> ListenConf {
@@ -167,18 +195,26 @@ impl Conf {
             let _ = writeln!(s, "[[listen]]");
             let _ = writeln!(s, "name = \"{}\"", l.name);
             let _ = writeln!(s, "bind = \"{}\"", l.bind);
-            let _ = writeln!(s, "mode = \"tcp\"");
+            let _ = writeln!(s, "mode = \"{}\"", l.mode);
             let _ = writeln!(s, "balance = \"{}\"", l.balance);
             let _ = writeln!(s, "retries = {}", l.retries);
+            let more = if l.more_timeouts.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", l.more_timeouts)
+            };
             let _ = writeln!(
                 s,
-                "timeouts = {{ connect = \"{}\", idle = \"{}\" }}",
+                "timeouts = {{ connect = \"{}\", idle = \"{}\"{more} }}",
                 l.connect_timeout, l.idle_timeout
             );
             let servers: Vec<String> = l.servers.iter().map(ServerConf::to_toml).collect();
             let _ = writeln!(s, "servers = [ {} ]", servers.join(", "));
             if let Some(h) = &l.health {
                 let _ = writeln!(s, "health = {h}");
+            }
+            for line in &l.extra {
+                let _ = writeln!(s, "{line}");
             }
         }
         s
