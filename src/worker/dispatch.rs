@@ -77,13 +77,28 @@ impl Worker {
             .session
             .balance_key()
             .unwrap_or_else(|| balance::client_key(conn.client_addr.ip()));
+        let pool_idx = conn.session.pool();
+        let Some(pool) = listen.pools.get(pool_idx) else {
+            return Dispatched::NoServer;
+        };
+        let Some(balancer) = rt.balancers.get_mut(pool_idx) else {
+            return Dispatched::NoServer;
+        };
+        let offset = pool.servers.start;
         loop {
             let attempts = conn.upstream.tried.len() as u32;
             if attempts > listen.retries {
                 break;
             }
-            let view = LiveView::new(&self.region, listen, rt.base, &conn.upstream.tried, now_ms);
-            let Some(id) = rt.balancer.pick(&view, key) else {
+            let view = LiveView::of_pool(
+                &self.region,
+                listen,
+                pool.servers.clone(),
+                rt.base,
+                &conn.upstream.tried,
+                now_ms,
+            );
+            let Some(id) = balancer.pick(&view, key).map(|id| offset + id) else {
                 if conn.upstream.tried.is_empty() && view.all_full() && self.enqueue(idx) {
                     return Dispatched::Queued;
                 }
@@ -270,9 +285,14 @@ impl Worker {
                 };
                 let base = self.listens[l].base;
                 let listen = &self.config.listens[l];
-                let view = LiveView::new(
+                let range = listen
+                    .pools
+                    .get(conn.session.pool())
+                    .map_or(0..0, |p| p.servers.clone());
+                let view = LiveView::of_pool(
                     &self.region,
                     listen,
+                    range,
                     base,
                     &conn.upstream.tried,
                     shm::now_ms(),

@@ -67,7 +67,8 @@ pub struct WorkerCtx {
 
 struct ListenRt {
     base: usize,
-    balancer: Box<dyn Balancer>,
+    /// One balancer per pool (`pools[0]` is the listen's own servers).
+    balancers: Vec<Box<dyn Balancer>>,
     queue: VecDeque<(usize, u64)>,
 }
 
@@ -144,7 +145,14 @@ impl Worker {
             .map(|l| {
                 let rt = ListenRt {
                     base,
-                    balancer: balance::build(l.balance, &l.servers),
+                    balancers: l
+                        .pools
+                        .iter()
+                        .map(|p| {
+                            let servers = l.servers.get(p.servers.clone()).unwrap_or(&[]);
+                            balance::build(p.balance, servers)
+                        })
+                        .collect(),
                     queue: VecDeque::new(),
                 };
                 base += l.servers.len();

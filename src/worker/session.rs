@@ -197,6 +197,15 @@ impl Session {
         }
     }
 
+    /// The listen's server pool the next dispatch picks from (`pools[0]`,
+    /// the listen's own servers, unless an HTTP route chose another).
+    pub fn pool(&self) -> usize {
+        match self {
+            Session::Tcp(_) => 0,
+            Session::Http(h) => h.pool(),
+        }
+    }
+
     /// Whether the request may go over a pooled connection (idempotent
     /// ones only: a non-idempotent request always gets a fresh one, so a
     /// stale connection never forces a choice between losing it and sending

@@ -6,24 +6,27 @@
 //! `fail_timeout` after `max_fails` connect failures (nginx semantics).
 
 use crate::balance::{ServerId, ServerView};
-use crate::config::ListenConfig;
+use crate::config::{ListenConfig, ServerConfig};
 use crate::shm::{ADMIN_ENABLED, HEALTH_UP, Region};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// The view of one listen at the moment of one pick.
+/// The view of one listen's servers (or of one of its pools) at the moment
+/// of one pick. Ids are positions in `servers`; `tried` holds listen-level
+/// ids, `offset` apart.
 #[derive(Debug)]
 pub struct LiveView<'a> {
     region: &'a Region,
-    listen: &'a ListenConfig,
+    servers: &'a [ServerConfig],
     base: usize,
+    offset: usize,
     tried: &'a [ServerId],
     now_ms: u64,
     backup_tier: bool,
 }
 
 impl<'a> LiveView<'a> {
-    /// A view of `listen` (whose servers start at global index `base`),
-    /// excluding `tried`.
+    /// A view of all of `listen`'s servers (which start at global index
+    /// `base`), excluding `tried`.
     pub fn new(
         region: &'a Region,
         listen: &'a ListenConfig,
@@ -31,21 +34,40 @@ impl<'a> LiveView<'a> {
         tried: &'a [ServerId],
         now_ms: u64,
     ) -> LiveView<'a> {
+        LiveView::of_pool(region, listen, 0..listen.servers.len(), base, tried, now_ms)
+    }
+
+    /// A view of the servers `range` of `listen` (a named pool, or all of
+    /// them), excluding `tried` (listen-level ids).
+    pub fn of_pool(
+        region: &'a Region,
+        listen: &'a ListenConfig,
+        range: std::ops::Range<usize>,
+        base: usize,
+        tried: &'a [ServerId],
+        now_ms: u64,
+    ) -> LiveView<'a> {
+        let offset = range.start;
+        let servers = listen.servers.get(range).unwrap_or(&[]);
         let mut v = LiveView {
             region,
-            listen,
-            base,
+            servers,
+            base: base + offset,
+            offset,
             tried,
             now_ms,
             backup_tier: false,
         };
         // A primary that is merely full (max_conns) keeps the primary tier:
         // the client waits in the queue rather than spilling onto backups.
-        let primary_usable = (0..listen.servers.len()).any(|id| {
-            !listen.servers[id].backup && v.usable_ignoring_limit(id) && !tried.contains(&id)
-        });
+        let primary_usable = (0..servers.len())
+            .any(|id| !servers[id].backup && v.usable_ignoring_limit(id) && !v.was_tried(id));
         v.backup_tier = !primary_usable;
         v
+    }
+
+    fn was_tried(&self, id: ServerId) -> bool {
+        self.tried.contains(&(self.offset + id))
     }
 
     /// Up, enabled, not passively down, weight ≥ 1, below `max_conns`.
@@ -64,7 +86,7 @@ impl<'a> LiveView<'a> {
 
     /// At its `max_conns`.
     pub fn full(&self, id: ServerId) -> bool {
-        match self.listen.servers.get(id).and_then(|s| s.max_conns) {
+        match self.servers.get(id).and_then(|s| s.max_conns) {
             Some(max) => self.region.server_active(self.base + id) >= u64::from(max),
             None => false,
         }
@@ -73,9 +95,9 @@ impl<'a> LiveView<'a> {
     /// True when some server of the current tier would be usable but for
     /// `max_conns`: the connection should wait in the queue.
     pub fn all_full(&self) -> bool {
-        (0..self.listen.servers.len()).any(|id| {
-            self.listen.servers[id].backup == self.backup_tier
-                && !self.tried.contains(&id)
+        (0..self.servers.len()).any(|id| {
+            self.servers[id].backup == self.backup_tier
+                && !self.was_tried(id)
                 && self.usable_ignoring_limit(id)
                 && self.full(id)
         })
@@ -84,18 +106,18 @@ impl<'a> LiveView<'a> {
 
 impl ServerView for LiveView<'_> {
     fn len(&self) -> usize {
-        self.listen.servers.len()
+        self.servers.len()
     }
 
     fn eligible(&self, id: ServerId) -> bool {
-        id < self.listen.servers.len()
-            && self.listen.servers[id].backup == self.backup_tier
-            && !self.tried.contains(&id)
+        id < self.servers.len()
+            && self.servers[id].backup == self.backup_tier
+            && !self.was_tried(id)
             && self.usable(id)
     }
 
     fn weight(&self, id: ServerId) -> u32 {
-        let Some(server) = self.listen.servers.get(id) else {
+        let Some(server) = self.servers.get(id) else {
             return 0;
         };
         let w = self.region.server(self.base + id).weight.load(Relaxed);

@@ -8,6 +8,7 @@ mod balance;
 mod bodies;
 mod failover;
 mod headers;
+mod routing;
 
 use crate::util::http_backend::HttpBackend;
 use crate::util::{Conf, ListenConf, Master, TempDir};

@@ -18,6 +18,7 @@
 
 mod half;
 mod key;
+mod route;
 
 use super::session::{Counters, Io, Step};
 use crate::config::ListenConfig;
@@ -115,6 +116,8 @@ pub struct HttpSession {
     key: Option<u64>,
     /// The worker drains: the current response is the last one.
     draining: bool,
+    /// The server pool the current request was routed to.
+    pool: usize,
 }
 
 impl HttpSession {
@@ -131,7 +134,13 @@ impl HttpSession {
             server_failed: false,
             key: None,
             draining: false,
+            pool: 0,
         }
+    }
+
+    /// The server pool the current request was routed to.
+    pub fn pool(&self) -> usize {
+        self.pool
     }
 
     /// The worker drains: true when idle between requests (close now);
@@ -349,6 +358,7 @@ impl HttpSession {
         self.server_failed = false;
         let http_conf = &io.listen.http;
         self.key = key::of(&http_conf.hash_key, head);
+        self.pool = route::pool_for(&io.listen.routes, head);
         let fwd = http::Forwarding {
             client_ip: io.client_addr.ip(),
             proto: "http",
