@@ -6,6 +6,9 @@ Subcommands (all output goes to stdout, one value or line):
   tree PID                      PID and all its descendants, one per line
   cpu PID                       utime+stime of PID and its descendants, in seconds
   rss PID                       "TOTAL_KB ROOT_KB": VmRSS summed over the tree, and the root's
+  others PID                    "PID:START:TICKS ..." of every user-space process outside PID's
+                                tree (record's others_before/others_after: the CPU used by
+                                other work on the machine during a run)
   probe PORT TIMEOUT [PID]      exit 0 once GET / on 127.0.0.1:PORT answers "ok"; give up
                                 early if PID exits
   hold PORT N READY MAX         open N keep-alive connections through PORT, send one
@@ -29,6 +32,7 @@ import time
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MIB = 1 << 20
+NCPU = os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------- /proc
@@ -71,6 +75,36 @@ def cpu_seconds(root):
         if fields is not None:
             # stat fields 14 and 15 (utime, stime); index 0 here is field 3.
             total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def others(root):
+    """Every user-space process outside root's tree as "pid:starttime:utime+stime" (ticks);
+    kernel threads (children of kthreadd, pid 2) are left out: their work is the kernel's."""
+    mine = set(tree(root))
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in mine or name == "2":
+            continue
+        fields = _stat_fields(name)
+        if fields is None or fields[1] == "2":
+            continue
+        # stat fields 14, 15 (utime, stime) and 22 (starttime); index 0 here is field 3.
+        out.append(f"{name}:{fields[19]}:{int(fields[11]) + int(fields[12])}")
+    return " ".join(out)
+
+
+def _others_seconds(before, after):
+    """CPU seconds used by the processes of the `after` snapshot since `before` (a process
+    that started in between counts from zero; one that exited in between is missed)."""
+    seen = {}
+    for item in str(before).split():
+        pid, start, ticks = item.split(":")
+        seen[(pid, start)] = int(ticks)
+    total = 0
+    for item in str(after).split():
+        pid, start, ticks = item.split(":")
+        total += int(ticks) - seen.get((pid, start), 0)
     return total / CLK_TCK
 
 
@@ -210,18 +244,25 @@ def record(path, pairs):
         secs = r["duration_us"] / 1e6
         r["rate"] = r["requests"] / secs
         cpu = r.get("cpu_after", 0) - r.get("cpu_before", 0) if "cpu_after" in r else None
+        machine = (r["sys_after"] - r["sys_before"]) / CLK_TCK if "sys_after" in r else None
+        if "others_after" in r:
+            # CPUs' worth of other work during the run: the noise in the machine's figure.
+            r["others_cpus"] = _others_seconds(r.pop("others_before"), r.pop("others_after")) / secs
         if t == "big":
             r["mb_s"] = r["bytes"] / secs / 1e6
+            units = r["bytes"] / (64 * MIB)
             line = f"{r['mb_s']:.0f} MB/s ({int(r['requests'])} files)"
-            if cpu is not None:
-                r["cpu_per_unit"] = cpu / (r["bytes"] / (64 * MIB))
-                line += f", CPU {r['cpu_per_unit'] * 1e3:.1f} ms per 64 MiB"
         else:
-            unit = "req" if t == "ka" else "conn"
-            line = f"{r['rate']:.0f} {unit}/s, p50 {r['p50_us'] / 1e3:.2f} ms, p99 {r['p99_us'] / 1e3:.2f} ms"
-            if cpu is not None:
-                r["cpu_per_unit"] = cpu / r["requests"]
-                line += f", CPU {r['cpu_per_unit'] * 1e6:.1f} us/{unit}"
+            units = r["requests"]
+            line = f"{r['rate']:.0f} {_unit(t)}/s, p50 {r['p50_us'] / 1e3:.2f} ms, p99 {r['p99_us'] / 1e3:.2f} ms"
+        if cpu is not None:
+            r["cpu_per_unit"] = cpu / units
+            line += f", CPU {_per_unit(t, r['cpu_per_unit'])}"
+        if machine is not None:
+            r["sys_per_unit"] = machine / units
+            r["busy_cpus"] = machine / secs
+            line += f", machine {_per_unit(t, r['sys_per_unit'])} ({r['busy_cpus']:.2f} of {NCPU} CPUs busy"
+            line += f", {r['others_cpus']:.2f} by other processes)" if "others_cpus" in r else ")"
         if r.get("errors", 0):
             line += f", {int(r['errors'])} errors"
     r["summary"] = line
@@ -229,6 +270,31 @@ def record(path, pairs):
         f.write(json.dumps(r) + "\n")
     print(line)
     return 0
+
+
+def _unit(test):
+    return {"ka": "req", "close": "conn", "big": "64 MiB"}[test]
+
+
+def _per_unit(test, seconds):
+    """CPU seconds per unit of a test, as the run lines show it."""
+    if test == "big":
+        return f"{seconds * 1e3:.1f} ms per 64 MiB"
+    return f"{seconds * 1e6:.1f} us/{_unit(test)}"
+
+
+def _add_marginal(results):
+    """sys_marginal: a run's whole-machine CPU per unit minus that of the direct run of the
+    same round and test (the load generator and the backends doing the same work)."""
+    direct = {
+        (r["round"], r["test"]): r["sys_per_unit"]
+        for r in results
+        if r.get("proxy") == "direct" and "sys_per_unit" in r
+    }
+    for r in results:
+        base = direct.get((r.get("round"), r.get("test")))
+        if r.get("proxy") != "direct" and base is not None and "sys_per_unit" in r:
+            r["sys_marginal"] = r["sys_per_unit"] - base
 
 
 def _wrk_json(path):
@@ -247,10 +313,13 @@ ROWS = [
     ("keep-alive: p50 latency (ms)", "ka", "p50_us", 1e-3, "{:.2f}", "lower"),
     ("keep-alive: p99 latency (ms)", "ka", "p99_us", 1e-3, "{:.2f}", "lower"),
     ("keep-alive: proxy CPU per request (us)", "ka", "cpu_per_unit", 1e6, "{:.1f}", "lower"),
+    ("keep-alive: marginal system CPU per request (us)", "ka", "sys_marginal", 1e6, "{:.1f}", "lower"),
     ("new connection: conns/s", "close", "rate", 1, "{:.0f}", "higher"),
     ("new connection: proxy CPU per conn (us)", "close", "cpu_per_unit", 1e6, "{:.1f}", "lower"),
+    ("new connection: marginal system CPU per conn (us)", "close", "sys_marginal", 1e6, "{:.1f}", "lower"),
     ("64 MiB download: MB/s", "big", "mb_s", 1, "{:.0f}", "higher"),
     ("64 MiB download: proxy CPU per file (ms)", "big", "cpu_per_unit", 1e3, "{:.1f}", "lower"),
+    ("64 MiB download: marginal system CPU per file (ms)", "big", "sys_marginal", 1e3, "{:.1f}", "lower"),
     ("memory: RSS idle (MiB)", "mem", "idle_kb", 1 / 1024, "{:.1f}", "lower"),
     ("memory: RSS with N idle conns (MiB)", "mem", "held_kb", 1 / 1024, "{:.1f}", "lower"),
     ("memory: RSS per idle conn (KiB)", "mem", "per_conn_kb", 1, "{:.2f}", "lower"),
@@ -285,6 +354,7 @@ def report(path, md_path, meta_path, notes_path):
     if os.path.exists(path):
         with open(path) as f:
             results = [json.loads(line) for line in f if line.strip()]
+    _add_marginal(results)
     with open(meta_path) as f:
         meta = json.load(f)
     notes = []
@@ -292,8 +362,25 @@ def report(path, md_path, meta_path, notes_path):
         with open(notes_path) as f:
             notes = [line.rstrip("\n") for line in f if line.strip()]
     conns = meta.get("conns", "N")
+    if not any(r.get("proxy") == "direct" for r in results):
+        notes.append("marginal system CPU: not computed, it needs the direct run of each round")
+    others_cpus = [r["others_cpus"] for r in results if "others_cpus" in r]
+    if others_cpus and max(others_cpus) >= 0.05:
+        notes.append(
+            f"other processes used {statistics.median(others_cpus):.2f} CPU (median; up to "
+            f"{max(others_cpus):.2f}) of the machine's {NCPU} during the measured runs: the "
+            "marginal system CPU figures include their work, so they are only as good as that "
+            "noise allows"
+        )
+    saturated = [r for r in results if r.get("busy_cpus", 0) >= 0.95 * NCPU]
+    if saturated:
+        notes.append(
+            f"{len(saturated)} of {sum('busy_cpus' in r for r in results)} measured runs kept all "
+            f"{NCPU} CPUs busy: there the machine's "
+            "figure is its CPUs divided by the throughput, whatever the proxy costs"
+        )
 
-    header = ["median of rounds"] + [name for _, name in PROXIES] + ["lbctl/HAProxy", "better"]
+    header = ["median of rounds"] + [name for _, name in PROXIES] + ["lbctl/HAProxy", "nginx/HAProxy", "better"]
     rows = []
     for label, test, field, scale, fmtstr, better in ROWS:
         row = [label.replace("N idle", f"{conns} idle")]
@@ -302,8 +389,9 @@ def report(path, md_path, meta_path, notes_path):
             v, _n = _median(results, key, test, field)
             vals[key] = v
             row.append(fmtstr.format(v * scale) if v is not None else "-")
-        lb, ha = vals["lbctl"], vals["haproxy"]
-        row.append(f"{lb / ha:.2f}" if lb is not None and ha else "-")
+        for other in ("lbctl", "nginx"):
+            v, ha = vals[other], vals["haproxy"]
+            row.append(f"{v / ha:.2f}" if v is not None and ha else "-")
         row.append(better)
         rows.append(row)
     main = _table(header, rows)
@@ -371,6 +459,17 @@ def report(path, md_path, meta_path, notes_path):
         "- Proxy CPU is utime+stime from /proc/PID/stat summed over the proxy's process tree "
         "(master and workers), before and after each wrk run, divided by the requests, "
         "connections or files completed (clock-tick resolution: 10 ms).",
+        "- Marginal system CPU is the whole machine's busy time (all CPUs, /proc/stat: "
+        "user+nice+system+irq+softirq+steal, that is total minus idle and iowait) over each "
+        "wrk run, divided by the requests, connections or files completed, minus the same "
+        "figure of the `direct` run of the same round and test. It counts what proxy CPU "
+        "misses: kernel work done on the other CPU or outside the proxy's processes "
+        "(softirq, kworkers) and any extra work of wrk and the backends. It also counts "
+        "everything else running on the machine, so it is meaningful only on a quiet machine "
+        "and is noisier than proxy CPU (it can even come out below it). Each run line below "
+        "says how many CPUs were busy and how many CPUs' worth of that the other user-space "
+        "processes used (a lower bound: a process that started and exited within the run is "
+        "missed).",
         f"- Memory is VmRSS summed over every process of the proxy (lbctl: master + workers; "
         f"nginx: master + worker; HAProxy: its one process) on a freshly started proxy, "
         f"idle and then with {conns} connections held open through it, each having carried "
@@ -388,7 +487,8 @@ def report(path, md_path, meta_path, notes_path):
     names = dict(PROXIES, lbctl_w2="lbctl workers=2")
     for r in results:
         name = names.get(r["proxy"], r["proxy"])
-        lines.append(f"round {r['round']}  {name:<16} {r['test']:<6} {r['summary']}")
+        extra = f", marginal {_per_unit(r['test'], r['sys_marginal'])}" if "sys_marginal" in r else ""
+        lines.append(f"round {r['round']}  {name:<16} {r['test']:<6} {r['summary']}{extra}")
     lines += ["```", ""]
     with open(md_path, "w") as f:
         f.write("\n".join(lines))
@@ -405,6 +505,8 @@ def main(argv):
         print("\n".join(str(p) for p in tree(int(args[0]))))
     elif cmd == "cpu":
         print(f"{cpu_seconds(int(args[0])):.2f}")
+    elif cmd == "others":
+        print(others(int(args[0])))
     elif cmd == "rss":
         pids = tree(int(args[0]))
         print(sum(rss_kb(p) for p in pids), rss_kb(pids[0]) if pids else 0)

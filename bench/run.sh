@@ -387,17 +387,31 @@ stop_target() {
 	wait_port_free "$PROXY_PORT" || die "port $PROXY_PORT still busy after stopping the proxy"
 }
 
+machine_busy() { # VAR: set VAR to the busy CPU ticks of all CPUs since boot, from /proc/stat
+	# total minus idle and iowait: user+nice+system+irq+softirq+steal (guest time is
+	# already inside user and nice). Read by bash itself: no process is started.
+	local _cpu user nice system idle iowait irq softirq steal _rest
+	read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+	printf -v "$1" '%d' $((user + nice + system + irq + softirq + steal))
+}
+
 wrk_run() { # TARGET ROUND TEST CONNECTIONS PATH [wrk args...]: one measured run
 	local t=$1 round=$2 test=$3 c=$4 path=$5
 	shift 5
-	local out=$TMP/wrk.out cpu0="" cpu1=""
+	local out=$TMP/wrk.out cpu0="" cpu1="" sys0 sys1 others0 others1
 	[[ -n $PROXY_PID ]] && cpu0=$(helper cpu "$PROXY_PID")
+	others0=$(helper others $$) # every process outside this script's tree, for the noise
+	# The machine's figure is sampled inside the others, so no helper runs inside it.
+	machine_busy sys0
 	run_wrk "$out" -t1 -c"$c" -d"$DURATION" --timeout 10s -s "$BENCH_DIR/wrk-report.lua" "$@" \
 		"http://127.0.0.1:$TARGET_PORT$path"
+	machine_busy sys1
+	others1=$(helper others $$)
 	[[ -n $PROXY_PID ]] && cpu1=$(helper cpu "$PROXY_PID")
 	printf '  %-20s %-6s ' "$(label "$t")" "$test"
 	helper record "$TMP/results.jsonl" proxy="$t" round="$round" test="$test" wrk=@"$out" \
-		${cpu0:+cpu_before=$cpu0} ${cpu1:+cpu_after=$cpu1}
+		${cpu0:+cpu_before=$cpu0} ${cpu1:+cpu_after=$cpu1} sys_before="$sys0" sys_after="$sys1" \
+		others_before="$others0" others_after="$others1"
 }
 
 mem_test() { # TARGET ROUND: RSS idle and with CONNS idle connections held through the proxy
