@@ -362,6 +362,8 @@ def report(path, md_path, meta_path, notes_path):
         with open(notes_path) as f:
             notes = [line.rstrip("\n") for line in f if line.strip()]
     conns = meta.get("conns", "N")
+    http = meta.get("mode") == "http"
+    proxies = [(k, "nginx http" if http and k == "nginx" else n) for k, n in PROXIES]
     if not any(r.get("proxy") == "direct" for r in results):
         notes.append("marginal system CPU: not computed, it needs the direct run of each round")
     others_cpus = [r["others_cpus"] for r in results if "others_cpus" in r]
@@ -380,15 +382,14 @@ def report(path, md_path, meta_path, notes_path):
             "figure is its CPUs divided by the throughput, whatever the proxy costs"
         )
 
-    header = ["median of rounds"] + [name for _, name in PROXIES] + ["lbctl/HAProxy", "nginx/HAProxy", "better"]
+    header = ["median of rounds"] + [name for _, name in proxies] + ["lbctl/HAProxy", "nginx/HAProxy", "better"]
     rows = []
     for label, test, field, scale, fmtstr, better in ROWS:
         row = [label.replace("N idle", f"{conns} idle")]
-        vals = {}
-        for key, _ in PROXIES:
-            v, _n = _median(results, key, test, field)
-            vals[key] = v
-            row.append(fmtstr.format(v * scale) if v is not None else "-")
+        vals = {key: _median(results, key, test, field)[0] for key, _ in proxies}
+        if all(v is None for v in vals.values()):
+            continue  # a test this run left out
+        row += [fmtstr.format(vals[key] * scale) if vals[key] is not None else "-" for key, _ in proxies]
         for other in ("lbctl", "nginx"):
             v, ha = vals[other], vals["haproxy"]
             row.append(f"{v / ha:.2f}" if v is not None and ha else "-")
@@ -402,10 +403,11 @@ def report(path, md_path, meta_path, notes_path):
         ["lbctl workers = 1 (pinned to CPU %s)" % meta.get("proxy_cpu", "0"), f"{w1:.0f}" if w1 else "-", "1.00" if w1 else "-"],
         ["lbctl workers = 2 (not pinned)", f"{w2:.0f}" if w2 else "-", f"{w2 / w1:.2f}" if w1 and w2 else "-"],
     ]
-    workers = _table(["new connection per request", "conns/s", "vs workers = 1"], wrows)
+    workers = _table(["new connection per request", "conns/s", "vs workers = 1"], wrows) if w2 else None
+    held = any(r.get("test") == "mem" for r in results)
 
     masters = []
-    for key, name in PROXIES:
+    for key, name in proxies:
         v, _ = _median(results, key, "mem", "idle_root_kb")
         h, _ = _median(results, key, "mem", "held_root_kb")
         if v is not None:
@@ -417,8 +419,9 @@ def report(path, md_path, meta_path, notes_path):
 
     print()
     print(main)
-    print()
-    print(workers)
+    if workers:
+        print()
+        print(workers)
     if masters:
         print("\nRoot process RSS (included in the sums above): " + "; ".join(masters))
     if errors:
@@ -428,30 +431,43 @@ def report(path, md_path, meta_path, notes_path):
 
     if md_path == "-":
         return 0
+    if http:
+        setup = (
+            f"lbctl workers = 1 `mode = \"http\"` with `pool = {{ max_idle = 64, idle_timeout = \"30s\" }}` "
+            "and `timeouts = { idle = \"60s\" }`; "
+            "HAProxy `nbthread 1` `mode http` with `option http-keep-alive` and `http-reuse safe`; "
+            "nginx `worker_processes 1` http `proxy_pass` to an `upstream` with `keepalive 64`, "
+            "`proxy_http_version 1.1` and `proxy_set_header Connection \"\"`. Every proxy balances "
+            "each request on its own and reuses its idle connections to the backends."
+        )
+    else:
+        setup = "lbctl workers = 1, HAProxy `nbthread 1` mode tcp, nginx stream `worker_processes 1`."
     lines = [
-        "# lbctl benchmark results",
+        "# lbctl benchmark results" + (" (HTTP mode)" if http else ""),
         "",
-        "Produced by `bash bench/run.sh`; rerunning it overwrites this file.",
+        f"Produced by `{'MODE=http ' if http else ''}bash bench/run.sh`; rerunning it overwrites this file.",
         "",
         f"- date: {meta['date']}",
         f"- command: `{meta['command']}`",
         f"- machine: nproc {meta['nproc']}, kernel {meta['kernel']}, CPU {meta['cpu']}, "
         f"TCP congestion control {meta.get('congestion', '?')}",
         f"- versions: {meta['versions']}",
-        f"- rounds: {meta['rounds']}, duration per run: {meta['duration']}, idle connections: {conns}",
+        f"- rounds: {meta['rounds']}, duration per run: {meta['duration']}, tests: {meta.get('tests', '?')}"
+        + (f", idle connections: {conns}" if held else ""),
         "",
         main,
         "",
-        workers,
-        "",
+    ]
+    if workers:
+        lines += [workers, ""]
+    lines += [
         "## How it was measured",
         "",
         "- Two nginx backends on 127.0.0.1:18081 and :18082 (`return 200 \"ok\"`, keep-alive, "
         "and a 64 MiB static file); the proxy on 127.0.0.1:18080 round-robins over both. "
         "`direct` sends wrk straight to the backend on :18081 (no proxy, so no proxy CPU or memory).",
         f"- The proxy is pinned to CPU {meta.get('proxy_cpu')}; wrk, the backends and the "
-        f"connection holder to CPU {meta.get('load_cpu')} (taskset). lbctl workers = 1, "
-        "HAProxy `nbthread 1` mode tcp, nginx stream `worker_processes 1`.",
+        f"connection holder to CPU {meta.get('load_cpu')} (taskset). {setup}",
         "- Each round starts every proxy in turn (the order rotates per round), runs its tests, "
         "and stops it; the table shows the median over rounds.",
         "- keep-alive: `wrk -t1 -c50`; new connection: the same with `-H 'Connection: close'`; "
@@ -467,16 +483,22 @@ def report(path, md_path, meta_path, notes_path):
         "(softirq, kworkers) and any extra work of wrk and the backends. It also counts "
         "everything else running on the machine, so it is meaningful only on a quiet machine "
         "and is noisier than proxy CPU (it can even come out below it). Each run line below "
-        "says how many CPUs were busy and how many CPUs' worth of that the other user-space "
-        "processes used (a lower bound: a process that started and exited within the run is "
-        "missed).",
-        f"- Memory is VmRSS summed over every process of the proxy (lbctl: master + workers; "
-        f"nginx: master + worker; HAProxy: its one process) on a freshly started proxy, "
-        f"idle and then with {conns} connections held open through it, each having carried "
-        f"one request; per connection = (held - idle) / {conns}.",
-        "- The workers = 2 row runs lbctl unpinned (free to use both CPUs, which it shares "
-        "with wrk and the backends), so it is not a clean scaling figure on a 2-CPU machine.",
+        "says how many CPUs were busy and about how many CPUs' worth of that the other "
+        "user-space processes used (their utime+stime; a process that started and exited "
+        "within the run is missed).",
     ]
+    if held:
+        lines.append(
+            f"- Memory is VmRSS summed over every process of the proxy (lbctl: master + workers; "
+            f"nginx: master + worker; HAProxy: its one process) on a freshly started proxy, "
+            f"idle and then with {conns} connections held open through it, each having carried "
+            f"one request; per connection = (held - idle) / {conns}."
+        )
+    if workers:
+        lines.append(
+            "- The workers = 2 row runs lbctl unpinned (free to use both CPUs, which it shares "
+            "with wrk and the backends), so it is not a clean scaling figure on a 2-CPU machine."
+        )
     if masters:
         lines.append("- Root (master) process RSS, included in the sums: " + "; ".join(masters) + ".")
     if errors:
@@ -484,7 +506,7 @@ def report(path, md_path, meta_path, notes_path):
     if notes:
         lines += ["", "## Notes from this run", ""] + [f"- {n}" for n in notes]
     lines += ["", "## Every run", "", "```"]
-    names = dict(PROXIES, lbctl_w2="lbctl workers=2")
+    names = dict(proxies, lbctl_w2="lbctl workers=2")
     for r in results:
         name = names.get(r["proxy"], r["proxy"])
         extra = f", marginal {_per_unit(r['test'], r['sys_marginal'])}" if "sys_marginal" in r else ""

@@ -1,25 +1,41 @@
 #!/usr/bin/env bash
-# lbctl side-by-side benchmark: lbctl vs HAProxy vs nginx stream vs direct (no proxy).
+# lbctl side-by-side benchmark: lbctl vs HAProxy vs nginx vs direct (no proxy), in TCP
+# mode (nginx stream) or HTTP mode (per-request balancing, kept connections to servers).
 #
-#   bash bench/run.sh
+#   bash bench/run.sh             # TCP mode: writes bench/RESULTS.md
+#   MODE=http bash bench/run.sh   # HTTP mode: writes bench/RESULTS-http.md
 #
 # Installs what it needs (haproxy, nginx, libnginx-mod-stream, wrk, python3; apt-get,
 # as root), builds lbctl (`cargo build --release`), starts two nginx backends on
 # 127.0.0.1:18081/18082 and then, one after another with the same settings, each proxy
-# on 127.0.0.1:18080. Prints a table of medians and writes bench/RESULTS.md.
+# on 127.0.0.1:18080. Prints a table of medians and writes the results file.
 # Everything stays on 127.0.0.1 and every process it starts is stopped on exit.
 #
 # Options (environment variables):
+#   MODE=tcp          tcp: lbctl mode = "tcp", HAProxy mode tcp, nginx stream.
+#                     http: lbctl mode = "http" with pool = { max_idle = 64, idle_timeout
+#                     = "30s" } and timeouts = { idle = "60s" }; HAProxy mode http with
+#                     option http-keep-alive and http-reuse safe; nginx http proxy_pass
+#                     to an upstream with keepalive 64, proxy_http_version 1.1 and
+#                     proxy_set_header Connection "". In either mode lbctl's config is
+#                     first given to `lbctl check`: an lbctl that rejects it (a build
+#                     without mode = "http") is skipped, and the reason is printed.
+#   TESTS=mem,ka,close,big   tests to run, comma-separated (MODE=http default: ka):
+#                     mem: RSS idle and with CONNS connections held through the proxy;
+#                     ka: keep-alive requests; close: a new connection per request;
+#                     big: downloads of a 64 MiB file
 #   ROUNDS=3          interleaved rounds; the table shows the median over rounds
 #   DURATION=10s      length of each measured wrk run (wrk syntax: 10s, 1m)
 #   WARMUP=1s         unmeasured keep-alive wrk run before each target's tests
 #   CONNS=4000        idle connections held through the proxy for the memory test
 #   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated
-#   WORKERS2=1        also run lbctl with workers = 2, not pinned (0: skip)
+#   WORKERS2=1        also run lbctl with workers = 2, not pinned, on the close test
+#                     (0: skip; MODE=http default: 0)
 #   BUILD=1           run `cargo build --release` first (0: use the binary as it is)
 #   LBCTL=target/release/lbctl        the lbctl binary (relative to the repo root)
 #   PROXY_CPU=0 LOAD_CPU=1            CPU for the proxy / for wrk, backends and holder
-#   RESULTS=bench/RESULTS.md          where to write the results ("-": don't write)
+#   RESULTS=bench/RESULTS.md          where to write the results ("-": don't write;
+#                                     MODE=http default: bench/RESULTS-http.md)
 #   KEEP_TMP=0        1 keeps the temp dir (configs, logs, raw results) after the run
 #   NOTE="..."        a line to add to the notes in RESULTS.md (e.g. what else ran)
 #   CC=cubic          TCP congestion control for the run (every target alike; root):
@@ -28,22 +44,28 @@
 #                     bbr paces every flow with a timer (there is no fq qdisc), which
 #                     caps the download figures of all targets alike.
 #
-# With the defaults one round takes about 3 minutes (ROUNDS=3: about 9 minutes).
+# With the defaults one round takes about 3 minutes (ROUNDS=3: about 9 minutes); with
+# MODE=http, about 1 minute.
 # A quick check: ROUNDS=1 DURATION=3s bash bench/run.sh
 
 set -euo pipefail
 
 USER_OPTS="" # the options given, for the record in RESULTS.md
-for v in ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC; do
+for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC; do
 	[[ -n ${!v+x} ]] && USER_OPTS+="$v=${!v} "
 done
 
+MODE=${MODE:-tcp}
+case $MODE in
+tcp) TESTS=${TESTS:-mem,ka,close,big} WORKERS2=${WORKERS2:-1} ;;
+http) TESTS=${TESTS:-ka} WORKERS2=${WORKERS2:-0} ;;
+*) printf 'error: MODE=%s: use tcp or http\n' "$MODE" >&2; exit 1 ;;
+esac
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-1s}
 CONNS=${CONNS:-4000}
 ONLY=${ONLY:-lbctl,haproxy,nginx,direct}
-WORKERS2=${WORKERS2:-1}
 BUILD=${BUILD:-1}
 LBCTL=${LBCTL:-target/release/lbctl}
 PROXY_CPU=${PROXY_CPU:-0}
@@ -58,6 +80,7 @@ BACKEND2=18082
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
+if [[ $MODE == http ]]; then RESULTS=${RESULTS:-$BENCH_DIR/RESULTS-http.md}; fi
 RESULTS=${RESULTS:-$BENCH_DIR/RESULTS.md}
 cd "$REPO"
 [[ $LBCTL == /* ]] || LBCTL=$REPO/$LBCTL
@@ -65,6 +88,7 @@ cd "$REPO"
 helper() { python3 "$BENCH_DIR/helper.py" "$@"; }
 log() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+has_test() { [[ ,$TESTS, == *,$1,* ]]; }
 
 # ------------------------------------------------------------------ processes
 
@@ -160,7 +184,7 @@ install_deps() {
 	local missing=()
 	command -v haproxy >/dev/null || missing+=(haproxy)
 	command -v nginx >/dev/null || missing+=(nginx)
-	[[ -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
+	[[ $MODE == http || -e /usr/lib/nginx/modules/ngx_stream_module.so ]] || missing+=(libnginx-mod-stream)
 	command -v wrk >/dev/null || missing+=(wrk)
 	command -v python3 >/dev/null || missing+=(python3)
 	command -v taskset >/dev/null || missing+=(util-linux)
@@ -217,7 +241,7 @@ label() {
 	lbctl) echo "lbctl (workers = 1)" ;;
 	lbctl_w2) echo "lbctl (workers = 2)" ;;
 	haproxy) echo "HAProxy" ;;
-	nginx) echo "nginx stream" ;;
+	nginx) [[ $MODE == http ]] && echo "nginx http" || echo "nginx stream" ;;
 	direct) echo "direct" ;;
 	esac
 }
@@ -232,6 +256,16 @@ build_lbctl() {
 		fi
 	fi
 	[[ -x $LBCTL ]] || skip lbctl "$LBCTL is missing (BUILD=$BUILD)"
+}
+
+check_lbctl_conf() { # NAME: skip NAME unless `lbctl check` accepts the config it would run
+	local out first
+	skipped "$1" && return 0
+	out=$("$LBCTL" check -c "$TMP/$1/lbctl.toml" 2>&1) && return 0
+	first=${out%%$'\n'*}
+	local why="\`lbctl check\` rejects its MODE=$MODE config: ${first#lbctl: }"
+	[[ $MODE == http ]] && why+=" (this build has no mode = \"http\" yet?)"
+	skip "$1" "$why"
 }
 
 # ------------------------------------------------------------------ configs
@@ -260,7 +294,11 @@ start_target() { # TARGET: start it and wait until GET / through it answers "ok"
 	lbctl) start_bg lbctl "$PROXY_CPU" "$LBCTL" start -c "$TMP/lbctl/lbctl.toml" ;;
 	lbctl_w2) start_bg lbctl_w2 "" "$LBCTL" start -c "$TMP/lbctl_w2/lbctl.toml" ;; # not pinned
 	haproxy) start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy/haproxy.cfg" ;;
-	nginx) start_bg nginx "$PROXY_CPU" nginx -e "$TMP/nginx-stream/error.log" -c "$TMP/nginx-stream/nginx.conf" ;;
+	nginx)
+		local dir=$TMP/nginx-stream
+		[[ $MODE == http ]] && dir=$TMP/nginx-http
+		start_bg nginx "$PROXY_CPU" nginx -e "$dir/error.log" -c "$dir/nginx.conf"
+		;;
 	esac
 	PROXY_PID=$LAST_PID
 	if ! helper probe "$PROXY_PORT" 10 "$PROXY_PID" || ! alive "$PROXY_PID"; then
@@ -351,13 +389,12 @@ run_target() { # TARGET ROUND
 		esac
 		return 0
 	fi
-	case $t in
-	lbctl | haproxy | nginx) mem_test "$t" "$round" ;;
-	esac
+	if has_test mem && [[ $t != direct && $t != lbctl_w2 ]]; then mem_test "$t" "$round"; fi
 	# Warm-up, not recorded.
 	run_wrk /dev/null -t1 -c50 -d"$WARMUP" "http://127.0.0.1:$TARGET_PORT/"
 	local snapshot p
 	for test in ka close big; do
+		has_test "$test" || continue
 		[[ $t == lbctl_w2 && $test != close ]] && continue
 		[[ -n $PROXY_PID ]] && snapshot=$(helper tree "$PROXY_PID")
 		case $test in
@@ -403,6 +440,14 @@ main() {
 		[[ ,$ONLY, == *,$t,* ]] && targets+=("$t")
 	done
 	((${#targets[@]})) || die "ONLY=$ONLY selects nothing (use lbctl,haproxy,nginx,direct)"
+	local test
+	for test in ${TESTS//,/ }; do
+		[[ $test == @(mem|ka|close|big) ]] || die "TESTS=$TESTS: unknown test $test (use mem,ka,close,big)"
+	done
+	if [[ $WORKERS2 == 1 ]] && ! has_test close; then
+		WORKERS2=0
+		note "lbctl (workers = 2): not run: it runs only the close test (TESTS=$TESTS)"
+	fi
 	if [[ ,$ONLY, == *,lbctl,* ]]; then
 		[[ $WORKERS2 == 1 ]] && targets+=(lbctl_w2)
 		build_lbctl
@@ -424,8 +469,18 @@ main() {
 	write_backend_conf $BACKEND2
 	write_lbctl_conf lbctl 1
 	write_lbctl_conf lbctl_w2 2
+	if [[ ,$ONLY, == *,lbctl,* ]]; then
+		check_lbctl_conf lbctl
+		if [[ $WORKERS2 == 1 ]]; then
+			if skipped lbctl; then
+				skipped lbctl_w2 || skip lbctl_w2 "lbctl is not available"
+			else
+				check_lbctl_conf lbctl_w2
+			fi
+		fi
+	fi
 	write_haproxy_conf
-	write_nginx_stream_conf
+	write_nginx_conf
 	for p in $BACKEND1 $BACKEND2; do
 		start_bg "backend-$p" "$LOAD_CPU" nginx -e "$TMP/backend-$p/error.log" -c "$TMP/backend-$p/nginx.conf"
 		helper probe "$p" 10 || { tail "$TMP/backend-$p.out"; die "backend on :$p did not start"; }
@@ -448,7 +503,11 @@ main() {
 
 write_meta() {
 	local lbctl_version
-	lbctl_version="lbctl $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+	if [[ $LBCTL == "$REPO/target/release/lbctl" ]]; then
+		lbctl_version="lbctl $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+	else
+		lbctl_version="lbctl $LBCTL"
+	fi
 	if [[ ,$ONLY, != *,lbctl,* ]] || skipped lbctl; then lbctl_version+=" (not run)"; fi
 	python3 - "$TMP/meta.json" \
 		date="$(date -u '+%Y-%m-%d %H:%M UTC')" \
@@ -458,7 +517,8 @@ write_meta() {
 		congestion="$(sysctl -n net.ipv4.tcp_congestion_control)" \
 		cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')" \
 		versions="$lbctl_version; $(haproxy -v | head -n1 | cut -d' ' -f1-3); $(nginx -v 2>&1 | cut -d' ' -f3); $(wrk --version 2>&1 | head -n1 | cut -d' ' -f1-2)" \
-		rounds="$ROUNDS" duration="$DURATION" conns="$CONNS" proxy_cpu="$PROXY_CPU" load_cpu="$LOAD_CPU" <<'EOF'
+		rounds="$ROUNDS" duration="$DURATION" conns="$CONNS" proxy_cpu="$PROXY_CPU" load_cpu="$LOAD_CPU" \
+		mode="$MODE" tests="$TESTS" <<'EOF'
 import json, sys
 json.dump(dict(a.split("=", 1) for a in sys.argv[2:]), open(sys.argv[1], "w"), indent=1)
 EOF
