@@ -497,8 +497,10 @@ fn stop(path: &Path, graceful: bool) -> Result<ExitCode, Error> {
 
 fn status(path: &Path, json: bool, watch: bool) -> Result<ExitCode, Error> {
     let ends = endpoints(path);
+    let mut prev: Option<(crate::stats::Status, std::time::Instant)> = None;
     loop {
         let status = fetch_status(&ends)?;
+        let now = std::time::Instant::now();
         if json {
             let s = serde_json::to_string(&status)
                 .map_err(|e| Error::Runtime(format!("cannot encode status: {e}")))?;
@@ -508,7 +510,12 @@ fn status(path: &Path, json: bool, watch: bool) -> Result<ExitCode, Error> {
                 print!("\x1b[2J\x1b[H");
             }
             print!("{}", status.render());
+            if let Some((p, at)) = &prev {
+                let secs = now.duration_since(*at).as_secs_f64();
+                print!("{}", crate::stats::render_rates(p, &status, secs));
+            }
         }
+        prev = Some((*status, now));
         if !watch {
             return Ok(ExitCode::SUCCESS);
         }

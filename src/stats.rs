@@ -55,6 +55,72 @@ pub struct WorkerRow {
     pub errors: u64,
     /// Times this slot was respawned after a crash.
     pub restarts: u64,
+    /// HTTP requests answered (by servers or by lbctl).
+    #[serde(default)]
+    pub requests: u64,
+    /// HTTP responses by class.
+    #[serde(default)]
+    pub responses: Classes,
+    /// HTTP requests sent over a reused (pooled) server connection.
+    #[serde(default)]
+    pub reused: u64,
+    /// HTTP requests sent again to another server after one failed.
+    #[serde(default)]
+    pub retries: u64,
+}
+
+/// HTTP responses by status class.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Classes {
+    /// 1xx (interim answers are not counted; 101 is).
+    #[serde(rename = "1xx")]
+    pub c1: u64,
+    /// 2xx.
+    #[serde(rename = "2xx")]
+    pub c2: u64,
+    /// 3xx.
+    #[serde(rename = "3xx")]
+    pub c3: u64,
+    /// 4xx.
+    #[serde(rename = "4xx")]
+    pub c4: u64,
+    /// 5xx.
+    #[serde(rename = "5xx")]
+    pub c5: u64,
+}
+
+impl Classes {
+    /// From counts indexed 0 = 1xx … 4 = 5xx.
+    pub fn from_counts(c: [u64; 5]) -> Classes {
+        Classes {
+            c1: c[0],
+            c2: c[1],
+            c3: c[2],
+            c4: c[3],
+            c5: c[4],
+        }
+    }
+
+    /// Adds another tally.
+    pub fn add(&mut self, o: &Classes) {
+        self.c1 += o.c1;
+        self.c2 += o.c2;
+        self.c3 += o.c3;
+        self.c4 += o.c4;
+        self.c5 += o.c5;
+    }
+
+    /// All responses.
+    pub fn total(&self) -> u64 {
+        self.c1 + self.c2 + self.c3 + self.c4 + self.c5
+    }
+
+    fn words(&self) -> String {
+        format!(
+            "2xx {}, 3xx {}, 4xx {}, 5xx {}",
+            self.c2, self.c3, self.c4, self.c5
+        )
+    }
 }
 
 /// One listen.
@@ -70,7 +136,19 @@ pub struct ListenRow {
     pub queued: u64,
     /// Connections closed because every server and the queue were full.
     pub refused: u64,
-    /// Servers in config order.
+    /// `tcp` or `http`.
+    #[serde(default)]
+    pub mode: String,
+    /// HTTP requests answered on this listen (servers' and lbctl's own).
+    #[serde(default)]
+    pub requests: u64,
+    /// HTTP responses by class (servers' and lbctl's own).
+    #[serde(default)]
+    pub responses: Classes,
+    /// HTTP answers lbctl gave itself (400, 408, 502, 503, 504 …) by class.
+    #[serde(default)]
+    pub local: Classes,
+    /// Servers in config order (named pools' servers after the listen's own).
     pub servers: Vec<ServerRow>,
 }
 
@@ -101,6 +179,15 @@ pub struct ServerRow {
     pub total: u64,
     /// Failed connects.
     pub failures: u64,
+    /// The named pool it belongs to (none: the listen's own servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// HTTP responses it gave.
+    #[serde(default)]
+    pub requests: u64,
+    /// HTTP responses it gave, by class.
+    #[serde(default)]
+    pub responses: Classes,
 }
 
 /// One relayed connection (`lbctl connections`).
@@ -224,6 +311,7 @@ impl Status {
                     human_bytes(w.bytes_out),
                     w.errors.to_string(),
                     w.restarts.to_string(),
+                    w.requests.to_string(),
                     w.state.clone(),
                 ]
             })
@@ -241,6 +329,7 @@ impl Status {
                 "bytes_out",
                 "errors",
                 "restarts",
+                "requests",
                 "state",
             ],
             &rows,
@@ -250,12 +339,16 @@ impl Status {
         let mut rows = Vec::new();
         for l in &self.listens {
             for s in &l.servers {
+                let label = if s.name == s.addr {
+                    s.addr.clone()
+                } else {
+                    format!("{} {}", s.name, s.addr)
+                };
                 rows.push(vec![
                     format!("{} ({}, {})", l.name, l.bind, l.balance),
-                    if s.name == s.addr {
-                        s.addr.clone()
-                    } else {
-                        format!("{} {}", s.name, s.addr)
+                    match &s.pool {
+                        Some(p) => format!("{p}/{label}"),
+                        None => label,
                     },
                     if s.backup {
                         format!("{} (backup)", s.state)
@@ -266,6 +359,7 @@ impl Status {
                     s.active.to_string(),
                     s.total.to_string(),
                     s.failures.to_string(),
+                    s.requests.to_string(),
                     if s.checks_ok + s.checks_failed > 0 {
                         format!(
                             "{} ({}s; {} ok / {} failed in a row)",
@@ -280,10 +374,24 @@ impl Status {
         table(
             &mut out,
             &[
-                "listen", "server", "state", "weight", "active", "total", "failures", "check",
+                "listen", "server", "state", "weight", "active", "total", "failures", "requests",
+                "check",
             ],
             &rows,
         );
+        for l in &self.listens {
+            if l.mode == "http" {
+                let _ = writeln!(
+                    out,
+                    "{}: {} requests ({}); lbctl answered {} itself ({})",
+                    l.name,
+                    l.requests,
+                    l.responses.words(),
+                    l.local.total(),
+                    l.local.words()
+                );
+            }
+        }
         for l in &self.listens {
             if l.queued > 0 || l.refused > 0 {
                 let _ = writeln!(
@@ -295,6 +403,36 @@ impl Status {
         }
         out
     }
+}
+
+/// Connections and requests per second per worker between two snapshots
+/// (`status --watch`), matched by pid; workers new in `cur` count from 0.
+pub fn render_rates(prev: &Status, cur: &Status, secs: f64) -> String {
+    let secs = secs.max(0.001);
+    let mut out = String::new();
+    out.push_str(&rule("RATES", 100));
+    out.push('\n');
+    let mut rows = Vec::new();
+    let (mut conns, mut reqs) = (0.0, 0.0);
+    for w in &cur.workers {
+        let before = prev.workers.iter().find(|p| p.pid == w.pid && w.pid != 0);
+        let c = w.total.saturating_sub(before.map_or(0, |b| b.total)) as f64 / secs;
+        let r = w.requests.saturating_sub(before.map_or(0, |b| b.requests)) as f64 / secs;
+        conns += c;
+        reqs += r;
+        rows.push(vec![
+            w.pid.to_string(),
+            format!("{c:.1}"),
+            format!("{r:.1}"),
+        ]);
+    }
+    rows.push(vec![
+        "all".to_string(),
+        format!("{conns:.1}"),
+        format!("{reqs:.1}"),
+    ]);
+    table(&mut out, &["pid", "conns/s", "requests/s"], &rows);
+    out
 }
 
 /// Renders `lbctl connections` as text.
@@ -359,6 +497,10 @@ mod tests {
                 bytes_out: 10,
                 errors: 0,
                 restarts: 0,
+                requests: 7,
+                responses: Classes::from_counts([0, 6, 0, 0, 1]),
+                reused: 4,
+                retries: 1,
             }],
             listens: vec![ListenRow {
                 name: "web".into(),
@@ -366,6 +508,10 @@ mod tests {
                 balance: "round_robin".into(),
                 queued: 0,
                 refused: 0,
+                mode: "http".into(),
+                requests: 7,
+                responses: Classes::from_counts([0, 6, 0, 0, 1]),
+                local: Classes::from_counts([0, 0, 0, 0, 1]),
                 servers: vec![ServerRow {
                     name: "127.0.0.1:6001".into(),
                     addr: "127.0.0.1:6001".into(),
@@ -379,6 +525,9 @@ mod tests {
                     active: 1,
                     total: 5,
                     failures: 0,
+                    pool: None,
+                    requests: 6,
+                    responses: Classes::from_counts([0, 6, 0, 0, 0]),
                 }],
             }],
         };
@@ -387,6 +536,10 @@ mod tests {
         assert!(text.contains("127.0.0.1:6001"), "{text}");
         assert!(text.contains("1 days 01:01:01"), "{text}");
         assert!(text.contains("2.0K"), "{text}");
+        assert!(
+            text.contains("web: 7 requests (2xx 6, 3xx 0, 4xx 0, 5xx 1); lbctl answered 1 itself"),
+            "{text}"
+        );
         let json = serde_json::to_string(&s).expect("json");
         let back: Status = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, s);

@@ -5,8 +5,9 @@
 
 use super::Master;
 use super::supervisor::WorkerState;
+use crate::config::Mode;
 use crate::shm::{self, ADMIN_DISABLED, ADMIN_DRAINING, HEALTH_DOWN};
-use crate::stats::{ListenRow, ServerRow, Status, WorkerRow};
+use crate::stats::{Classes, ListenRow, ServerRow, Status, WorkerRow};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
@@ -61,6 +62,10 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 bytes_out: cell.bytes_out.load(Relaxed),
                 errors: cell.errors.load(Relaxed),
                 restarts: s.restarts,
+                requests: cell.requests.load(Relaxed),
+                responses: Classes::from_counts(cell.classes.each_ref().map(|c| c.load(Relaxed))),
+                reused: cell.reused.load(Relaxed),
+                retries: cell.retries.load(Relaxed),
             });
         }
     }
@@ -82,8 +87,19 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 balance: l.balance.name().to_string(),
                 queued: g.region.server_queued(idx),
                 refused: first.refused.load(Relaxed),
+                mode: match l.mode {
+                    Mode::Tcp => "tcp",
+                    Mode::Http => "http",
+                }
+                .to_string(),
+                requests: 0,
+                responses: Classes::default(),
+                local: Classes::from_counts(std::array::from_fn(|c| {
+                    g.region.server_class(idx, c, true)
+                })),
                 servers: Vec::new(),
             };
+            row.responses = row.local;
             for s in &l.servers {
                 let cell = g.region.server(idx);
                 let passive = cell.down_until_ms.load(Relaxed) > now_ms;
@@ -111,9 +127,18 @@ pub fn status(m: &Master, now: Instant) -> Status {
                     active: g.region.server_active(idx),
                     total: g.region.server_total(idx),
                     failures: g.region.server_failures(idx),
+                    pool: s.pool.clone(),
+                    requests: g.region.server_requests(idx),
+                    responses: Classes::from_counts(std::array::from_fn(|c| {
+                        g.region.server_class(idx, c, false)
+                    })),
                 });
+                if let Some(srv) = row.servers.last() {
+                    row.responses.add(&srv.responses);
+                }
                 idx += 1;
             }
+            row.requests = row.responses.total();
             listens.push(row);
         }
     }

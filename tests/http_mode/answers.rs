@@ -136,3 +136,48 @@ fn a_server_that_does_not_answer_in_time_gets_504() {
         .expect("answer");
     assert_eq!(r.status, 504);
 }
+
+#[test]
+fn status_counts_requests_by_class_per_worker_listen_and_server() {
+    let dir = TempDir::new();
+    let a = HttpBackend::start("A");
+    let (_m, bind) = start_http(&dir, &[&a], |l| l);
+    let mut c = HttpConn::connect(bind).expect("connect");
+    for _ in 0..5 {
+        assert_eq!(c.request("GET", "/x", &[], None).expect("ok").status, 200);
+    }
+    assert_eq!(
+        answer_to(
+            bind,
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        ),
+        400
+    );
+    let lbctl = crate::util::Lbctl::new(&dir, &dir.join("lbctl.toml"));
+    let mut last = serde_json::Value::Null;
+    let counted = wait_until(WAIT, || {
+        let out = lbctl.run("status", &["--json"]);
+        last = out.json();
+        last["listens"][0]["requests"] == 6
+    });
+    assert!(counted, "requests not counted: {last:#}");
+    let l = &last["listens"][0];
+    assert_eq!(l["mode"], "http");
+    assert_eq!(l["responses"]["2xx"], 5);
+    assert_eq!(l["responses"]["4xx"], 1);
+    assert_eq!(l["local"]["4xx"], 1);
+    assert_eq!(l["servers"][0]["requests"], 5);
+    assert_eq!(l["servers"][0]["responses"]["2xx"], 5);
+    let per_worker: u64 = last["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["requests"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(per_worker, 6);
+    let text = lbctl.run("status", &[]).stdout;
+    assert!(
+        text.contains("web: 6 requests (2xx 5, 3xx 0, 4xx 1, 5xx 0)"),
+        "{text}"
+    );
+}
