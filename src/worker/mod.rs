@@ -323,13 +323,18 @@ impl Worker {
         // Queued clients stay queued: the worker lives until they are
         // served (or time out) like any open connection.
         self.idle.clear();
-        // Idle HTTP keep-alive clients are closed now; busy ones get
-        // `Connection: close` on their current response.
+        // HTTP clients get `Connection: close` on their current or next
+        // response; idle ones are closed after a short grace.
         for idx in 0..self.conns.len() {
-            if let Some(c) = self.conns[idx].as_mut()
-                && c.session.on_drain()
-            {
-                self.close(idx, false);
+            if let Some(c) = self.conns[idx].as_mut() {
+                c.session.on_drain(self.now);
+                let listen = &self.config.listens[c.listen];
+                if let Some(d) = c.session.deadline(listen)
+                    && c.armed.is_none_or(|a| d < a)
+                {
+                    c.armed = Some(d);
+                    self.timers.push(d, idx, c.serial);
+                }
             }
         }
     }
@@ -523,8 +528,14 @@ impl Worker {
                             slot: self.slot,
                             base: self.listens[conn.listen].base,
                         };
-                        conn.session.on_timeout(&mut conn.client, &counters);
-                        self.close(idx, true);
+                        if conn
+                            .session
+                            .on_timeout(&mut conn.client, &counters, self.now)
+                        {
+                            self.close(idx, true);
+                        } else {
+                            self.progress(idx);
+                        }
                         continue;
                     }
                     let due = conn.last_active + listen.timeouts.idle;

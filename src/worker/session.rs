@@ -234,21 +234,27 @@ impl Session {
         }
     }
 
-    /// The session's own deadline passed; the loop closes the connection
-    /// after this (an answer such as 408 or 504 is written best effort).
-    pub fn on_timeout(&mut self, client: &mut TcpStream, counters: &Counters) {
-        if let Session::Http(h) = self {
-            h.on_timeout(client, counters);
+    /// The session's own deadline passed: true when the loop closes the
+    /// connection now (an answer such as 408 or 504 is written best effort),
+    /// false when the session goes on (a lingering close).
+    pub fn on_timeout(
+        &mut self,
+        client: &mut TcpStream,
+        counters: &Counters,
+        now: Instant,
+    ) -> bool {
+        match self {
+            Session::Tcp(_) => true,
+            Session::Http(h) => h.on_timeout(client, counters, now),
         }
     }
 
-    /// The worker drains: true when the connection should close now (an
-    /// idle HTTP keep-alive client); a busy HTTP session closes after its
-    /// current response. TCP connections run to their end.
-    pub fn on_drain(&mut self) -> bool {
-        match self {
-            Session::Tcp(_) => false,
-            Session::Http(h) => h.on_drain(),
+    /// The worker drains: an HTTP session closes after its current (or
+    /// next) response, an idle one after a short grace; TCP connections run
+    /// to their end.
+    pub fn on_drain(&mut self, now: Instant) {
+        if let Session::Http(h) = self {
+            h.on_drain(now);
         }
     }
 

@@ -71,3 +71,85 @@ fn a_backend_killed_under_load_fails_no_get() {
         .collect();
     assert!(errors.is_empty(), "failed GETs: {errors:#?}");
 }
+
+/// Keep-alive clients that, like browsers and curl, send a request again on
+/// a new connection when a kept-alive one was closed before any byte of the
+/// response came (the server may close an idle connection at any time);
+/// every other error, and every non-200, is a failure.
+fn keepalive_load(
+    bind: std::net::SocketAddr,
+    clients: usize,
+    stop: &Arc<AtomicBool>,
+    ok: &Arc<AtomicU64>,
+) -> Vec<std::thread::JoinHandle<Result<(), String>>> {
+    (0..clients)
+        .map(|t| {
+            let (stop, ok) = (Arc::clone(stop), Arc::clone(ok));
+            std::thread::spawn(move || -> Result<(), String> {
+                let mut c = HttpConn::connect(bind).map_err(|e| e.to_string())?;
+                let mut fresh = true;
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) && i < 200_000 {
+                    match c.request("GET", &format!("/t{t}/{i}"), &[], None) {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                            i += 1;
+                            fresh = false;
+                            if r.has_token("connection", "close") {
+                                c = HttpConn::connect(bind).map_err(|e| e.to_string())?;
+                                fresh = true;
+                            }
+                        }
+                        Ok(r) => {
+                            return Err(format!("client {t} request {i}: status {}", r.status));
+                        }
+                        Err(e) if !fresh && e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            c = HttpConn::connect(bind).map_err(|e| e.to_string())?;
+                            fresh = true;
+                        }
+                        Err(e) => return Err(format!("client {t} request {i}: {e}")),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn reloads_under_keepalive_load_fail_no_request() {
+    let dir = TempDir::new();
+    let a = HttpBackend::start("A");
+    let b = HttpBackend::start("B");
+    let (_m, bind) = start_http(&dir, &[&a, &b], |l| l);
+    let lbctl = crate::util::Lbctl::new(&dir, &dir.join("lbctl.toml"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let clients = keepalive_load(bind, 4, &stop, &ok);
+    let wait_for =
+        |n: u64| crate::util::wait_until(crate::util::WAIT, || ok.load(Ordering::SeqCst) >= n);
+    assert!(wait_for(200), "load did not start");
+    let mut stalled = None;
+    for round in 0..5 {
+        lbctl.run("reload", &[]).assert_success();
+        let now = ok.load(Ordering::SeqCst);
+        if !wait_for(now + 200) {
+            stalled = Some(round);
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let errors: Vec<String> = clients
+        .into_iter()
+        .filter_map(|c| match c.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some("client panicked".into()),
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "failed requests across reloads: {errors:#?}"
+    );
+    assert_eq!(stalled, None, "the load stalled after reload number");
+}

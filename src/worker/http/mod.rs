@@ -35,6 +35,9 @@ const RETRY_KEEP: usize = 64 * 1024;
 const BODY_ROOM: usize = 16 * 1024;
 /// How long a closing client is drained after lbctl's own answer.
 const LINGER: Duration = Duration::from_secs(1);
+/// While the worker drains, how long an idle keep-alive client may still
+/// send one more request.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -118,6 +121,8 @@ pub struct HttpSession {
     draining: bool,
     /// The server pool the current request was routed to.
     pool: usize,
+    /// While draining: when an idle keep-alive client is closed.
+    drain_at: Option<Instant>,
 }
 
 impl HttpSession {
@@ -135,6 +140,7 @@ impl HttpSession {
             key: None,
             draining: false,
             pool: 0,
+            drain_at: None,
         }
     }
 
@@ -143,16 +149,19 @@ impl HttpSession {
         self.pool
     }
 
-    /// The worker drains: true when idle between requests (close now);
-    /// otherwise the current response goes out with `Connection: close`.
-    pub fn on_drain(&mut self) -> bool {
+    /// The worker drains: the current (or next) response goes out with
+    /// `Connection: close`. A client idle between requests gets
+    /// [`DRAIN_GRACE`] to send one more (answered, then closed); after that
+    /// its side is shut and drained (lingering close), so a request crossing
+    /// the close meets an orderly EOF, never a reset.
+    pub fn on_drain(&mut self, now: Instant) {
         self.draining = true;
         if let Some(ex) = &mut self.ex
             && ex.resp.is_none()
         {
             ex.keep_alive = false;
         }
-        self.state == State::Head && self.up.unclassified().is_empty()
+        self.drain_at = Some(now + DRAIN_GRACE);
     }
 
     /// Bytes moved so far (client → server, server → client).
@@ -188,6 +197,7 @@ impl HttpSession {
             State::Head if self.requests == 0 || !self.up.unclassified().is_empty() => {
                 Some(self.head_since + listen.timeouts.header)
             }
+            State::Head => self.drain_at,
             State::Exchange => match &self.ex {
                 Some(ex) if !ex.resp.as_ref().is_some_and(|r| r.done) => {
                     Some(ex.server_since + listen.timeouts.server)
@@ -201,7 +211,25 @@ impl HttpSession {
 
     /// The deadline passed: answers 408 (head not complete) or 504 (no
     /// response yet) when nothing else was sent, best effort.
-    pub fn on_timeout(&mut self, client: &mut TcpStream, counters: &Counters) {
+    /// Returns true when the connection is to be closed now, false when it
+    /// goes on (an idle client of a draining worker is shut and lingers).
+    pub fn on_timeout(
+        &mut self,
+        client: &mut TcpStream,
+        counters: &Counters,
+        now: Instant,
+    ) -> bool {
+        if self.state == State::Head
+            && self.up.unclassified().is_empty()
+            && self.requests > 0
+            && self.drain_at.is_some_and(|d| d <= now)
+        {
+            let _ = client.shutdown(std::net::Shutdown::Write);
+            self.state = State::Lingering {
+                until: now + LINGER,
+            };
+            return false;
+        }
         let status = match self.state {
             State::Head if !self.up.unclassified().is_empty() => Some(408),
             State::Exchange if !self.ex.as_ref().is_some_and(|e| e.client_started) => Some(504),
@@ -213,6 +241,7 @@ impl HttpSession {
             counters.local(status);
             let _ = client.write(&http::error_response(status, true));
         }
+        true
     }
 
     /// No server can take the request (every one down, full, or failed):
