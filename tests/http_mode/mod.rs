@@ -6,6 +6,7 @@
 mod answers;
 mod balance;
 mod bodies;
+mod clients;
 mod failover;
 mod headers;
 mod routing;
