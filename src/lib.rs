@@ -21,6 +21,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod limits;
 pub mod master;
 pub mod netutil;
 pub mod shm;

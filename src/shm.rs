@@ -54,6 +54,9 @@ pub struct ServerCell {
     /// Connections refused because every server and the queue were full
     /// (first server's cell); workers.
     pub refused: AtomicU64,
+    /// Connections refused by the per-client limits (first server's cell);
+    /// workers.
+    pub limited: AtomicU64,
 }
 
 /// Per-worker-slot counters.
@@ -113,6 +116,25 @@ pub fn status_class(status: u16) -> usize {
     usize::from((status / 100).clamp(1, 5) - 1)
 }
 
+/// Per-(slot, listen, bucket) client-address cell of the per-client limits
+/// (`max_conns_per_client`, `rate`); one writer each (the slot's worker),
+/// summed over slots by readers, zeroed with its slot when a worker dies.
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct ClientCell {
+    /// Hash of the client address (0 = free).
+    pub key: AtomicU64,
+    /// Open connections of that client in this slot.
+    pub active: AtomicU32,
+    /// Connections accepted in window `window`.
+    pub window_count: AtomicU32,
+    /// The rate window (monotonic ms / `per`) `window_count` counts.
+    pub window: AtomicU64,
+}
+
+/// Client cells per (slot, listen): a power of two (open addressing).
+pub const CLIENT_BUCKETS: usize = 1024;
+
 /// One generation's shared region.
 #[derive(Debug)]
 pub struct Region {
@@ -120,6 +142,7 @@ pub struct Region {
     len: usize,
     slots: usize,
     servers: usize,
+    listens: usize,
 }
 
 // SAFETY: the region holds only atomics; sharing references across threads is
@@ -141,11 +164,19 @@ impl std::fmt::Display for ShmError {
 impl std::error::Error for ShmError {}
 
 impl Region {
-    /// Maps a zeroed region for `slots` worker slots and `servers` servers.
+    /// Maps a zeroed region for `slots` worker slots and `servers` servers
+    /// (no per-client tables).
     pub fn new(slots: usize, servers: usize) -> Result<Region, ShmError> {
+        Region::with_clients(slots, servers, 0)
+    }
+
+    /// Maps a zeroed region for `slots` worker slots, `servers` servers and
+    /// the per-client tables of `listens` listens.
+    pub fn with_clients(slots: usize, servers: usize, listens: usize) -> Result<Region, ShmError> {
         let len = servers * size_of::<ServerCell>()
             + slots * size_of::<SlotCell>()
-            + slots * servers * size_of::<SlotServerCell>();
+            + slots * servers * size_of::<SlotServerCell>()
+            + slots * listens * CLIENT_BUCKETS * size_of::<ClientCell>();
         let size = NonZeroUsize::new(len.max(1)).unwrap_or(NonZeroUsize::MIN);
         // SAFETY: a fresh anonymous mapping; no existing memory is affected.
         let ptr = unsafe {
@@ -162,6 +193,31 @@ impl Region {
             len: size.get(),
             slots,
             servers,
+            listens,
+        })
+    }
+
+    fn clients_off(&self) -> usize {
+        self.slot_servers_off() + self.slots * self.servers * size_of::<SlotServerCell>()
+    }
+
+    /// Client cell `bucket` of listen `listen` in slot `k`; `None` when the
+    /// region has no such table.
+    pub fn client(&self, k: usize, listen: usize, bucket: usize) -> Option<&ClientCell> {
+        if k >= self.slots || listen >= self.listens || bucket >= CLIENT_BUCKETS {
+            return None;
+        }
+        let idx = (k * self.listens + listen) * CLIENT_BUCKETS + bucket;
+        // SAFETY: idx is in bounds (checked above), the offset lies inside
+        // the mapping sized in `with_clients`, ClientCell is #[repr(C)] made
+        // of atomics (valid when zeroed) and aligned (every cell size is a
+        // multiple of 8 and the mapping is page-aligned).
+        Some(unsafe {
+            &*self
+                .base
+                .as_ptr()
+                .add(self.clients_off() + idx * size_of::<ClientCell>())
+                .cast::<ClientCell>()
         })
     }
 
@@ -277,6 +333,13 @@ impl Region {
             let cell = self.slot_server(k, i);
             cell.active.store(0, Relaxed);
             cell.queued.store(0, Relaxed);
+        }
+        for l in 0..self.listens {
+            for b in 0..CLIENT_BUCKETS {
+                if let Some(c) = self.client(k, l, b) {
+                    c.active.store(0, Relaxed);
+                }
+            }
         }
     }
 }

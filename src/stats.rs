@@ -136,6 +136,9 @@ pub struct ListenRow {
     pub queued: u64,
     /// Connections closed because every server and the queue were full.
     pub refused: u64,
+    /// Connections refused by `max_conns_per_client` or `rate`.
+    #[serde(default)]
+    pub limited: u64,
     /// `tcp` or `http`.
     #[serde(default)]
     pub mode: String,
@@ -393,6 +396,13 @@ impl Status {
             }
         }
         for l in &self.listens {
+            if l.limited > 0 {
+                let _ = writeln!(
+                    out,
+                    "{}: {} refused by the per-client limits",
+                    l.name, l.limited
+                );
+            }
             if l.queued > 0 || l.refused > 0 {
                 let _ = writeln!(
                     out,
@@ -508,6 +518,7 @@ mod tests {
                 balance: "round_robin".into(),
                 queued: 0,
                 refused: 0,
+                limited: 0,
                 mode: "http".into(),
                 requests: 7,
                 responses: Classes::from_counts([0, 6, 0, 0, 1]),

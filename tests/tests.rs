@@ -10,6 +10,8 @@ mod harness;
 
 // Balancing strategies, weights, backups, max_conns and the queue.
 mod balance;
+// Per-client limits: max_conns_per_client and rate, across workers, by source address.
+mod client_limits;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
 // `mode = "http"`: per-request balancing, pipelining, bodies, websocket,

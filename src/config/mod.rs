@@ -83,6 +83,30 @@ pub struct ListenConfig {
     /// `[[listen.route]]` in file order (the first match wins); empty in
     /// `mode = "tcp"`. A request no route matches goes to `pools[0]`.
     pub routes: Vec<RouteConfig>,
+    /// `max_conns_per_client` and `rate`: limits per client address, global
+    /// across the workers.
+    pub client_limits: ClientLimits,
+}
+
+/// Per-client-address limits of a listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClientLimits {
+    /// `max_conns_per_client`: open connections per client address at most
+    /// (all workers together). `None`: unlimited (the default).
+    pub max_conns: Option<u32>,
+    /// `rate = { conns, per }`: new connections per client address within
+    /// each `per` window (aligned windows, all workers together). `None`:
+    /// unlimited (the default).
+    pub rate: Option<RateLimit>,
+}
+
+/// `rate = { conns, per }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Connections allowed per window.
+    pub conns: u32,
+    /// The window.
+    pub per: Duration,
 }
 
 /// `mode = "tcp" | "http"`.

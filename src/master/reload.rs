@@ -101,7 +101,7 @@ pub fn new_generation(
     now: Instant,
 ) -> Result<Generation, crate::shm::ShmError> {
     let slots = config.master.workers.get();
-    let region = Region::new(slots, servers(&config).count())?;
+    let region = Region::with_clients(slots, servers(&config).count(), config.listens.len())?;
     let mut targets = Vec::new();
     let mut notes = Vec::new();
     for (g, _, s) in servers(&config) {

@@ -87,6 +87,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 balance: l.balance.name().to_string(),
                 queued: g.region.server_queued(idx),
                 refused: first.refused.load(Relaxed),
+                limited: first.limited.load(Relaxed),
                 mode: match l.mode {
                     Mode::Tcp => "tcp",
                     Mode::Http => "http",

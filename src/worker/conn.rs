@@ -74,6 +74,8 @@ pub struct Conn {
     pub dispatch_since: Instant,
     /// Last event time (idle timeout).
     pub last_active: Instant,
+    /// Its cell in the per-client table (`max_conns_per_client`, `rate`).
+    pub client_cell: Option<usize>,
     /// The earliest deadline a timer entry is armed for (the session's own
     /// deadlines arm a new entry only when they come earlier).
     pub armed: Option<Instant>,
@@ -119,6 +121,7 @@ impl Conn {
             accepted: now,
             dispatch_since: now,
             last_active: now,
+            client_cell: None,
             armed: None,
         }
     }

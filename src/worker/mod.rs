@@ -95,6 +95,9 @@ struct Worker {
     idle: IdlePool,
     /// The listen of each server (global index).
     server_listen: Vec<usize>,
+    /// When a per-client refusal was last logged, and refusals since.
+    limit_logged_at: Option<Instant>,
+    limit_unlogged: u64,
     draining: bool,
     accept_paused_until: Option<Instant>,
     now: Instant,
@@ -188,6 +191,8 @@ impl Worker {
             pool: Pool::new(),
             idle: IdlePool::new(servers),
             server_listen,
+            limit_logged_at: None,
+            limit_unlogged: 0,
             draining: false,
             accept_paused_until: None,
             now: Instant::now(),
@@ -372,6 +377,25 @@ impl Worker {
         addr: std::net::SocketAddr,
     ) {
         // TCP_NODELAY comes from the listening socket (inherited on accept).
+        let limits = &self.config.listens[listen].client_limits;
+        let mut client_cell = None;
+        if limits.max_conns.is_some() || limits.rate.is_some() {
+            match crate::limits::admit(
+                &self.region,
+                self.slot,
+                listen,
+                limits,
+                addr.ip(),
+                shm::now_ms(),
+            ) {
+                Ok(cell) => client_cell = cell,
+                Err(why) => {
+                    // Dropping the stream closes it: the client only.
+                    self.refuse_client(listen, addr, why);
+                    return;
+                }
+            }
+        }
         self.serial += 1;
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -382,6 +406,7 @@ impl Worker {
         };
         let mode = self.config.listens[listen].mode;
         let mut conn = Conn::new(self.serial, listen, mode, stream, addr, self.now);
+        conn.client_cell = client_cell;
         let token = Token(CONN_BASE + 2 * idx);
         if self
             .poll
@@ -394,6 +419,9 @@ impl Worker {
             .is_err()
         {
             self.free.push(idx);
+            if let Some(b) = client_cell {
+                crate::limits::release(&self.region, self.slot, listen, b);
+            }
             return;
         }
         let slot = self.region.slot(self.slot);
@@ -558,6 +586,9 @@ impl Worker {
             return;
         };
         conn.release(&mut self.pool);
+        if let Some(b) = conn.client_cell {
+            crate::limits::release(&self.region, self.slot, conn.listen, b);
+        }
         if let Some(id) = conn.upstream.server_id
             && conn.upstream.server.is_some()
         {
@@ -574,6 +605,41 @@ impl Worker {
         }
         self.live -= 1;
         self.freed.push(idx);
+    }
+
+    /// A client over its listen's per-client limit: counted per listen, and
+    /// logged at most once a second (with how many went unlogged).
+    fn refuse_client(
+        &mut self,
+        listen: usize,
+        addr: std::net::SocketAddr,
+        why: crate::limits::Refusal,
+    ) {
+        let l = &self.config.listens[listen];
+        let base = self.listens[listen].base;
+        if self.region.servers() > base {
+            self.region.server(base).limited.fetch_add(1, Relaxed);
+        }
+        self.limit_unlogged += 1;
+        if self
+            .limit_logged_at
+            .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
+        {
+            eprintln!(
+                "lbctl worker {}: listen {}: refused {} ({}){}",
+                self.pid,
+                l.name,
+                addr.ip(),
+                why.word(),
+                if self.limit_unlogged > 1 {
+                    format!("; {} refused since the last line", self.limit_unlogged)
+                } else {
+                    String::new()
+                }
+            );
+            self.limit_logged_at = Some(self.now);
+            self.limit_unlogged = 0;
+        }
     }
 
     fn connection_rows(&self) -> Vec<ConnRow> {

@@ -89,6 +89,20 @@ pub struct RawListen {
     pub backend: Option<Spanned<Vec<Spanned<RawBackend>>>>,
     /// http: `[[listen.route]]`.
     pub route: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    /// `max_conns_per_client = 100`: open connections per client address.
+    pub max_conns_per_client: Option<Spanned<i64>>,
+    /// `rate = { conns = 100, per = "1s" }`: new connections per client address.
+    pub rate: Option<Spanned<RawRate>>,
+}
+
+/// `rate = { conns, per }` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawRate {
+    /// `conns = 100`.
+    pub conns: Option<Spanned<i64>>,
+    /// `per = "1s"`.
+    pub per: Option<Spanned<String>>,
 }
 
 /// `timeouts = { connect, idle, header, server }` as written.

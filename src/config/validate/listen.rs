@@ -206,6 +206,7 @@ impl Validator<'_> {
             http,
             pools,
             routes,
+            client_limits: self.client_limits(&p, l)?,
         })
     }
 

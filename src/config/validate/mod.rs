@@ -41,6 +41,7 @@
 //!   earlier route's host and path_prefix (it could never match).
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
 
+mod client_limits;
 mod health;
 mod http;
 mod listen;
