@@ -1,5 +1,6 @@
 //! The `lbctl` binary: parses the command line and hands it to the library.
-//! Exit codes: 0 ok, 1 invalid config or usage, 2 runtime error.
+//! Exit codes: 0 ok, 1 invalid config or usage (`status --check`: not
+//! serving), 2 runtime error.
 
 use clap::Parser;
 use std::process::ExitCode;

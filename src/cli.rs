@@ -71,6 +71,17 @@ pub enum Command {
         /// Refresh every second.
         #[arg(short = 'd', long = "watch")]
         watch: bool,
+        /// Health verdict for keepalived's `track_script`: one line, exit 0
+        /// only when serving.
+        ///
+        /// Serving means: the master runs, every worker of the serving
+        /// generation is running (accepting), and every listen has at least
+        /// one usable server (up, enabled, weight above 0; a backup counts).
+        /// Prints `ok: N workers, M listens serving` and exits 0; otherwise
+        /// prints `not serving: REASON` and exits 1, or exits 2 when the
+        /// master is not running or does not answer.
+        #[arg(long, conflicts_with_all = ["json", "watch"])]
+        check: bool,
     },
     /// List every relayed connection.
     Connections {
@@ -166,7 +177,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             config,
             json,
             watch,
-        } => status(&config_path(config)?, json, watch),
+            check,
+        } => {
+            let path = config_path(config)?;
+            if check {
+                let verdict = crate::serving::verdict(&*fetch_status(&endpoints(&path))?);
+                println!("{verdict}");
+                return Ok(verdict.exit_code());
+            }
+            status(&path, json, watch)
+        }
         Command::Connections { config, json } => {
             let ends = endpoints(&config_path(config)?);
             match call(&ends, &Request::Connections, Duration::from_secs(10))? {

@@ -35,6 +35,8 @@ mod regressions;
 mod reload;
 // `status` text and JSON shape, counters, `connections --json`.
 mod status;
+// `status --check`: keepalived's verdict and its exit codes.
+mod status_check;
 // kill -9 a worker (respawn) and the master (workers follow it).
 mod supervise;
 // systemd notifications: READY, RELOADING/READY around a reload, STOPPING.
