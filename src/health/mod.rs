@@ -3,8 +3,9 @@
 //! master's single-threaded mio loop drives.
 //!
 //! A probe is one short TCP conversation with a server: connect, then for
-//! `tcp` nothing more, for `http` one `HTTP/1.0` request whose status line
-//! (and optionally body) is judged, for `send_expect` some bytes out and a
+//! `tcp` nothing more, for `http` one `HTTP/1.0` request whose status (and
+//! optionally body, as its framing delimits it) is judged with the data
+//! plane's parser ([`crate::http`]), for `send_expect` some bytes out and a
 //! reply prefix back. Each finished probe is fed to the server's
 //! [`HealthState`] and reported; health only flips after `rise` / `fall`
 //! consecutive results (pingora's `observe_health`).

@@ -224,6 +224,46 @@ fn http_probe_checks_the_body() {
     assert_eq!(h.report().detail, "body mismatch");
 }
 
+/// Answers with `pieces` written one by one with pauses between them, then
+/// keeps the connection open until the probe closes it.
+fn http_server_in_pieces(pieces: &'static [&'static [u8]]) -> SocketAddr {
+    serve(move |mut s| {
+        read_head(&mut s);
+        for piece in pieces {
+            if s.write_all(piece).and_then(|()| s.flush()).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(30));
+        }
+        let mut sink = [0u8; 64];
+        while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+    })
+}
+
+#[test]
+fn http_probe_judges_a_chunked_reply_split_across_reads_by_its_framing() {
+    const PIECES: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nTransfer-",
+        b"Encoding: chunked\r\n\r\n4\r\nal",
+        b"iv\r\n1\r\ne\r\n",
+        b"0\r\n\r\n",
+    ];
+    // The server keeps the connection open: the framing, not the close,
+    // ends the reply, well before the 2s timeout.
+    for (needle, detail) in [("alive", "ok"), ("dead", "body mismatch")] {
+        let addr = http_server_in_pieces(PIECES);
+        let mut h = Harness::one(target(addr, config(http_kind(Some(needle)))));
+        let started = Instant::now();
+        let r = h.report();
+        assert_eq!(r.detail, detail, "{needle}: {r:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "{needle}: judged only after {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[test]
 fn http_probe_reports_garbage_and_silent_close() {
     let addr = http_server(b"220 smtp.example ESMTP\r\n");
