@@ -192,6 +192,7 @@ mod tests {
             balance: "round_robin".into(),
             queued: 0,
             refused: 0,
+            limited: 0,
             mode: "tcp".into(),
             requests: 0,
             responses: Classes::default(),
