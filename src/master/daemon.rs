@@ -3,11 +3,13 @@
 //! log file, a readiness pipe back to `lbctl start -d`), systemd's
 //! `sd_notify`, and the log-line format.
 
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -183,24 +185,50 @@ pub fn open_log(path: &Path) -> io::Result<File> {
 }
 
 /// Sends a message to systemd's `NOTIFY_SOCKET`, if set (READY=1,
-/// RELOADING=1, STOPPING=1, STATUS=...). Errors are ignored: notification
-/// is best-effort.
+/// RELOADING=1, STOPPING=1, STATUS=...). Best-effort and never blocking: the
+/// master's loop calls it, so a full or missing notify socket costs one
+/// failed send; the first failure is logged, later ones are not.
 pub fn sd_notify(msg: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+    static FAILED: AtomicBool = AtomicBool::new(false);
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    if let Some(name) = bytes.strip_prefix(b"@") {
-        use std::os::linux::net::SocketAddrExt;
-        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name) {
-            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
-        }
-    } else {
-        let _ = sock.send_to(msg.as_bytes(), Path::new(&path));
+    if let Err(e) = notify_to(&target, msg)
+        && !FAILED.swap(true, Ordering::Relaxed)
+    {
+        super::log(&format!(
+            "systemd notification {:?} to {} failed: {e} (further failures are not logged)",
+            msg.lines().next().unwrap_or_default(),
+            target.display()
+        ));
     }
+}
+
+/// Sends one datagram to `target` (a path, or `@name` in the abstract
+/// namespace) from a fresh non-blocking socket, with `MSG_DONTWAIT` too: a
+/// full receive queue is `EAGAIN` at once, never a wait.
+fn notify_to(target: &OsStr, msg: &str) -> io::Result<()> {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
+    let bytes = target.as_encoded_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => UnixAddr::new_abstract(name)?,
+        None => UnixAddr::new(Path::new(target))?,
+    };
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let sent = sendto(sock.as_raw_fd(), msg.as_bytes(), &addr, flags)?;
+    if sent != msg.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("sent {sent} of {} bytes", msg.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Formats a log line: UTC timestamp, program and pid, message.
@@ -238,6 +266,44 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_to_a_full_or_missing_socket_fails_at_once() {
+        use std::os::unix::net::UnixDatagram;
+        use std::time::{Duration, Instant};
+        let dir = std::env::temp_dir().join(format!("lbctl-notify-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let receiver = UnixDatagram::bind(&path).expect("bind");
+        notify_to(path.as_os_str(), "READY=1").expect("an empty queue takes a datagram");
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).expect("recv");
+        assert_eq!(&buf[..n], b"READY=1");
+        // Nobody reads: fill the receive queue until the kernel says EAGAIN.
+        let mut filled = false;
+        for _ in 0..100_000 {
+            if notify_to(path.as_os_str(), "STATUS=filling").is_err() {
+                filled = true;
+                break;
+            }
+        }
+        assert!(filled, "the receive queue never filled");
+        let t0 = Instant::now();
+        let err = notify_to(path.as_os_str(), "READY=1").expect_err("the queue is full");
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "a full socket stalled"
+        );
+        drop(receiver);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            notify_to(path.as_os_str(), "READY=1").is_err(),
+            "missing socket"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn civil_dates_are_correct() {

@@ -105,7 +105,6 @@ impl Master {
     pub(super) fn spawn_slot(&mut self, gi: usize, k: usize, now: Instant) {
         let env = SpawnEnv {
             listeners: &self.listeners,
-            identity: self.identity,
             master_pid: self.pid,
         };
         let generation = &self.gens[gi];
@@ -374,7 +373,12 @@ impl Master {
             m.respond_all(waiters, Response::Error { message });
             daemon::sd_notify("READY=1");
         };
-        let identity = match supervisor::resolve_identity(&config) {
+        let running = self
+            .gens
+            .iter()
+            .find(|g| g.number == self.serving)
+            .map(|g| (&*g.config, g.identity));
+        let identity = match supervisor::identity_for(&config, running) {
             Ok(i) => i,
             Err(e) => return fail(self, waiters, e),
         };
@@ -383,7 +387,7 @@ impl Master {
             Err((addr, e)) => return fail(self, waiters, format!("cannot listen on {addr}: {e}")),
         };
         let number = self.next_gen;
-        let mut generation = match reload::new_generation(number, Arc::new(config), now) {
+        let mut generation = match reload::new_generation(number, Arc::new(config), identity, now) {
             Ok(g) => g,
             Err(e) => {
                 reload::undo_binds(&mut self.listeners, &made);
@@ -395,7 +399,6 @@ impl Master {
             reload::inherit_health(old, &mut generation);
         }
         self.next_gen += 1;
-        self.identity = identity;
         self.gens.push(generation);
         self.phase = MasterPhase::Reloading { generation: number };
         self.reload_waiters = waiters;

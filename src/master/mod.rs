@@ -38,7 +38,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use supervisor::{Generation, Identity, SpawnEnv, WorkerState};
+use supervisor::{Generation, SpawnEnv, WorkerState};
 
 const CONTROL: Token = Token(100);
 const UPGRADE_READY: Token = Token(101);
@@ -201,7 +201,6 @@ pub struct Master {
     next_req: u64,
     started: Instant,
     pid: Pid,
-    identity: Identity,
     ready: Option<OwnedFd>,
     pid_file: Option<PidFile>,
     exe: PathBuf,
@@ -318,7 +317,7 @@ impl Master {
             }
         }
         let now = Instant::now();
-        let generation = reload::new_generation(1, Arc::new(config), now)
+        let generation = reload::new_generation(1, Arc::new(config), identity, now)
             .map_err(|e| MasterError::Setup(e.to_string()))?;
         let mut m = Master {
             config_path: config_path.to_path_buf(),
@@ -344,7 +343,6 @@ impl Master {
             next_req: 1,
             started: now,
             pid: nix::unistd::getpid(),
-            identity,
             ready,
             pid_file,
             exe: upgrade::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),

@@ -5,7 +5,7 @@
 //! retires the previous generation (see `Master::finish_reload`).
 
 use super::listeners::Listeners;
-use super::supervisor::{Generation, ServerNote, Slot, WorkerState};
+use super::supervisor::{Generation, Identity, ServerNote, Slot, WorkerState};
 use crate::config::{Config, ListenConfig, ServerConfig};
 use crate::health::{Checker, Target};
 use crate::shm::{HEALTH_UP, Region};
@@ -98,6 +98,7 @@ pub fn inherit_health(old: &Generation, new: &mut Generation) {
 pub fn new_generation(
     number: u64,
     config: Arc<Config>,
+    identity: Identity,
     now: Instant,
 ) -> Result<Generation, crate::shm::ShmError> {
     let slots = config.master.workers.get();
@@ -150,5 +151,6 @@ pub fn new_generation(
         notes,
         retiring: false,
         binds: Vec::new(),
+        identity,
     })
 }

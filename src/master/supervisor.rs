@@ -100,6 +100,10 @@ pub struct Generation {
     pub retiring: bool,
     /// Sockets bound for it (undone if it never starts).
     pub binds: Vec<(std::net::SocketAddr, usize)>,
+    /// Privileges its workers drop to, resolved from its config's
+    /// `user`/`group` (kept per generation: a reload that never starts must
+    /// not change who the serving generation's respawned workers run as).
+    pub identity: Identity,
 }
 
 impl Generation {
@@ -176,13 +180,32 @@ pub fn resolve_identity(config: &Config) -> Result<Identity, String> {
     Ok(id)
 }
 
+/// The identity `config`'s workers run as. When its `user` and `group` are
+/// the names `running`'s identity was resolved from, that identity is reused
+/// without a lookup (user and group databases may sit behind NSS on the
+/// network, and the master's loop must not wait on them); otherwise the
+/// names are looked up now.
+pub fn identity_for(
+    config: &Config,
+    running: Option<(&Config, Identity)>,
+) -> Result<Identity, String> {
+    match running {
+        Some((old, identity)) if !identity_changed(old, config) => Ok(identity),
+        _ => resolve_identity(config),
+    }
+}
+
+/// Whether `new` names another user or group than `old` (so the names must
+/// be resolved again).
+pub fn identity_changed(old: &Config, new: &Config) -> bool {
+    old.master.user != new.master.user || old.master.group != new.master.group
+}
+
 /// Everything [`spawn`] needs besides the generation.
 #[derive(Debug)]
 pub struct SpawnEnv<'a> {
     /// The master's listening sockets.
     pub listeners: &'a Listeners,
-    /// Privileges to drop to.
-    pub identity: Identity,
     /// The master's pid (a worker whose parent changed exits).
     pub master_pid: Pid,
 }
@@ -235,14 +258,14 @@ fn child_main(
     let mut keep: Vec<RawFd> = vec![0, 1, 2, channel.as_raw_fd()];
     keep.extend(listeners.iter().map(|(_, l)| l.as_raw_fd()));
     close_other_fds(&keep);
-    if let Some(gid) = env.identity.gid {
+    if let Some(gid) = generation.identity.gid {
         let _ = nix::unistd::setgroups(&[gid]);
         if let Err(e) = nix::unistd::setgid(gid) {
             eprintln!("lbctl worker: cannot switch to group {gid}: {e}");
             return 4;
         }
     }
-    if let Some(uid) = env.identity.uid
+    if let Some(uid) = generation.identity.uid
         && let Err(e) = nix::unistd::setuid(uid)
     {
         eprintln!("lbctl worker: cannot switch to user {uid}: {e}");
@@ -294,6 +317,67 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(200));
         assert_eq!(backoff(6), Duration::from_millis(1600));
         assert_eq!(backoff(50), Duration::from_secs(30));
+    }
+
+    fn config_as(user: Option<&str>, group: Option<&str>) -> Config {
+        let mut master = String::new();
+        if let Some(u) = user {
+            master.push_str(&format!("user = \"{u}\"\n"));
+        }
+        if let Some(g) = group {
+            master.push_str(&format!("group = \"{g}\"\n"));
+        }
+        let src = format!(
+            "[master]\nworkers = 1\n{master}\n[[listen]]\nname = \"web\"\nbind = \"127.0.0.1:1\"\n\n[[listen.servers]]\naddr = \"127.0.0.1:2\"\n"
+        );
+        crate::config::parse(&src, std::path::Path::new("/")).expect("config")
+    }
+
+    #[test]
+    fn identity_is_not_resolved_again_when_user_and_group_are_unchanged() {
+        // Names no host has: a lookup would fail, so Ok proves none was made.
+        let old = config_as(
+            Some("lbctl-test-no-such-user"),
+            Some("lbctl-test-no-such-group"),
+        );
+        let running = Identity {
+            uid: Some(Uid::from_raw(4242)),
+            gid: Some(Gid::from_raw(4343)),
+        };
+        let same = config_as(
+            Some("lbctl-test-no-such-user"),
+            Some("lbctl-test-no-such-group"),
+        );
+        let got = identity_for(&same, Some((&old, running))).expect("reused, not looked up");
+        assert_eq!((got.uid, got.gid), (running.uid, running.gid));
+        assert!(!identity_changed(&old, &same));
+    }
+
+    #[test]
+    fn identity_is_resolved_when_user_or_group_changed() {
+        let old = config_as(Some("lbctl-test-no-such-user"), None);
+        let running = Identity {
+            uid: Some(Uid::from_raw(4242)),
+            gid: Some(Gid::from_raw(4242)),
+        };
+        for new in [
+            config_as(Some("lbctl-test-other-user"), None),
+            config_as(
+                Some("lbctl-test-no-such-user"),
+                Some("lbctl-test-no-such-group"),
+            ),
+        ] {
+            assert!(identity_changed(&old, &new));
+            let err = identity_for(&new, Some((&old, running))).expect_err("looked up, not found");
+            assert!(err.contains("no such"), "{err}");
+        }
+        // Dropping user and group resolves to "stay as the master is".
+        let none = config_as(None, None);
+        assert!(identity_changed(&old, &none));
+        let got = identity_for(&none, Some((&old, running))).expect("nothing to look up");
+        assert_eq!((got.uid, got.gid), (None, None));
+        // With no running generation the names are always resolved.
+        assert!(identity_for(&old, None).is_err());
     }
 
     #[test]
