@@ -1,6 +1,7 @@
 //! Owns the control protocol: the typed [`Request`]/[`Response`] spoken on the
 //! master's unix control socket (mode 0600, one JSON object per line, see
-//! [`crate::channel`]), the [`ToWorker`]/[`FromWorker`] messages of the
+//! [`crate::channel`]) and who may send which ([`allowed`]), the
+//! [`ToWorker`]/[`FromWorker`] messages of the
 //! master↔worker channels, and the blocking [`Client`] the `lbctl` commands use.
 
 use crate::stats::{ConnRow, Status};
@@ -38,6 +39,46 @@ pub enum Request {
         /// `LISTEN/SERVER` (server name or address as written).
         target: String,
     },
+}
+
+impl Request {
+    /// True for requests that only read the master's state (`status`,
+    /// `connections`); every other request changes it. No wildcard: a new
+    /// request must be classified here.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Request::Status | Request::Connections => true,
+            Request::Reload { .. }
+            | Request::Stop { .. }
+            | Request::Upgrade
+            | Request::Server { .. } => false,
+        }
+    }
+
+    /// What the request does, as the verb of "uid N may not <action>".
+    pub fn action(&self) -> String {
+        match self {
+            Request::Status => "read the status".into(),
+            Request::Connections => "list connections".into(),
+            Request::Reload { .. } => "reload".into(),
+            Request::Stop { .. } => "stop".into(),
+            Request::Upgrade => "upgrade".into(),
+            Request::Server { action, target } => match action {
+                ServerAction::Enable => format!("enable {target}"),
+                ServerAction::Disable => format!("disable {target}"),
+                ServerAction::Drain => format!("drain {target}"),
+                ServerAction::Weight(_) => format!("set the weight of {target}"),
+            },
+        }
+    }
+}
+
+/// Whether a control client whose peer credentials (`SO_PEERCRED`) say
+/// `peer_uid` may make `req` of a master running as `master_uid`: anyone who
+/// can connect may read; only root and the master's own user may change
+/// state. `None` (credentials unknown) may only read.
+pub fn allowed(peer_uid: Option<u32>, master_uid: u32, req: &Request) -> bool {
+    req.is_read_only() || matches!(peer_uid, Some(uid) if uid == 0 || uid == master_uid)
 }
 
 /// Runtime server actions.
@@ -188,6 +229,61 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn every_request() -> Vec<Request> {
+        let server = |action| Request::Server {
+            action,
+            target: "web/a".into(),
+        };
+        vec![
+            Request::Status,
+            Request::Connections,
+            Request::Reload { config: None },
+            Request::Stop { graceful: true },
+            Request::Stop { graceful: false },
+            Request::Upgrade,
+            server(ServerAction::Enable),
+            server(ServerAction::Disable),
+            server(ServerAction::Drain),
+            server(ServerAction::Weight(3)),
+        ]
+    }
+
+    #[test]
+    fn any_peer_may_read_but_only_root_and_the_master_user_may_change_state() {
+        for req in every_request() {
+            let read = matches!(req, Request::Status | Request::Connections);
+            assert_eq!(req.is_read_only(), read, "{req:?}");
+            // Root and the master's own user may do anything.
+            assert!(allowed(Some(0), 1000, &req), "root: {req:?}");
+            assert!(allowed(Some(1000), 1000, &req), "master's uid: {req:?}");
+            assert!(allowed(Some(0), 0, &req), "root master, root peer: {req:?}");
+            // Anyone else, or a peer whose credentials are unknown, may only read.
+            assert_eq!(allowed(Some(65534), 1000, &req), read, "other: {req:?}");
+            assert_eq!(allowed(Some(65534), 0, &req), read, "other: {req:?}");
+            assert_eq!(allowed(None, 1000, &req), read, "unknown: {req:?}");
+        }
+    }
+
+    #[test]
+    fn refused_actions_are_named_in_words() {
+        let names: Vec<String> = every_request().iter().map(Request::action).collect();
+        assert_eq!(
+            names,
+            [
+                "read the status",
+                "list connections",
+                "reload",
+                "stop",
+                "stop",
+                "upgrade",
+                "enable web/a",
+                "disable web/a",
+                "drain web/a",
+                "set the weight of web/a",
+            ]
+        );
+    }
 
     #[test]
     fn requests_use_a_readable_wire_format() {

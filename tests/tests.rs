@@ -24,6 +24,8 @@ mod ha;
 mod health;
 // `start -d` / `status` / `stop`, graceful stop with an open connection.
 mod lifecycle;
+// Control socket credentials: other users may read, not change state.
+mod peer_credentials;
 // `user`/`group`: workers drop privileges after the master bound the ports.
 mod privileges;
 // Forwarding: large payloads, half-close, round robin, random, retry.

@@ -1,7 +1,9 @@
-//! Owns the master's side of the control socket: accepting clients, reading
-//! one request each, dispatching it (status, reload, stop, connections,
-//! runtime server changes), gathering `connections` answers from the
-//! workers, and sending the one response.
+//! Owns the master's side of the control socket: accepting clients (with
+//! their `SO_PEERCRED` credentials), reading one request each, refusing
+//! state changes from peers other than root and the master's own user,
+//! dispatching the rest (status, reload, stop, connections, runtime server
+//! changes), gathering `connections` answers from the workers, and sending
+//! the one response.
 
 use super::*;
 
@@ -23,6 +25,7 @@ impl Master {
                     }
                     let token = Token(CLIENT_BASE + self.next_client % CLIENT_SPAN);
                     self.next_client += 1;
+                    let peer = peer_of(&stream);
                     let mut conn = LineConn::new(stream, MAX_LINE);
                     if self
                         .poll
@@ -41,6 +44,7 @@ impl Master {
                                 asked: false,
                                 opened: Instant::now(),
                                 answered: None,
+                                peer,
                             },
                         );
                     }
@@ -96,7 +100,10 @@ impl Master {
         }
         if let Some(msg) = msgs.into_iter().next() {
             match msg {
-                Ok(req) => self.on_request(token, req, now),
+                Ok(req) => match self.refusal(token, &req) {
+                    Some(message) => self.respond(token, Response::Error { message }),
+                    None => self.on_request(token, req, now),
+                },
                 Err(e) => self.respond(
                     token,
                     Response::Error {
@@ -105,6 +112,24 @@ impl Master {
                 ),
             }
         }
+    }
+
+    /// Why `token`'s client may not make `req` (logged), or None when it may.
+    fn refusal(&self, token: Token, req: &Request) -> Option<String> {
+        let peer = self.clients.get(&token).and_then(|c| c.peer);
+        let master_uid = nix::unistd::geteuid().as_raw();
+        if crate::control::allowed(peer.map(|p| p.uid), master_uid, req) {
+            return None;
+        }
+        let (who, from) = match peer {
+            Some(p) => (format!("uid {}", p.uid), format!(" (pid {})", p.pid)),
+            None => ("a peer with unknown credentials".to_string(), String::new()),
+        };
+        let message = format!("permission denied: {who} may not {}", req.action());
+        log(&format!(
+            "control: refused request from {who}{from}: {message}"
+        ));
+        Some(message)
     }
 
     /// Drops control clients that asked nothing within [`CLIENT_IDLE`], or
@@ -320,5 +345,21 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
+    }
+}
+
+/// The credentials of the process that connected `stream` (`SO_PEERCRED`:
+/// as they were at `connect`, so a client cannot change them afterwards).
+fn peer_of(stream: &UnixStream) -> Option<Peer> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    match getsockopt(stream, PeerCredentials) {
+        Ok(c) => Some(Peer {
+            uid: c.uid(),
+            pid: c.pid(),
+        }),
+        Err(e) => {
+            log(&format!("control: cannot read the peer's credentials: {e}"));
+            None
+        }
     }
 }

@@ -162,6 +162,16 @@ struct ControlClient {
     /// When its answer was queued (close once written); one not written
     /// in time is dropped.
     answered: Option<Instant>,
+    /// Its peer credentials (`SO_PEERCRED`, taken at accept), if readable:
+    /// they decide whether it may change state (see [`crate::control::allowed`]).
+    peer: Option<Peer>,
+}
+
+/// Who is at the other end of a control connection.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    uid: u32,
+    pid: i32,
 }
 
 /// Control clients served at once; more are closed on accept.
