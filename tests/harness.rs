@@ -10,6 +10,7 @@ use crate::util::backend::{Backend, refusing_addr};
 use crate::util::http_backend::{HttpBackend, sha256_hex};
 use crate::util::http_client::{HttpConn, build_request, get, try_get};
 use crate::util::pseudo_random_bytes;
+use crate::util::scripted::Scripted;
 use crate::util::{
     TempDir, WAIT, children_of, connect, exchange, fetch, kill_master_tree, pid_alive, wait_until,
 };
@@ -35,6 +36,44 @@ fn harness_backends_behave_as_documented() {
     let mut buf = Vec::new();
     std::io::Read::read_to_end(&mut s, &mut buf).expect("EOF after release");
     assert!(buf.is_empty());
+}
+
+/// What a connect to `addr` gets: refused (the wanted outcome of a stopped
+/// backend), or connected (then whether the connection is reset).
+fn connect_outcome(addr: std::net::SocketAddr) -> String {
+    match connect(addr) {
+        Err(e) => format!("{:?}", e.kind()),
+        Ok(mut s) => {
+            let mut buf = Vec::new();
+            match std::io::Read::read_to_end(&mut s, &mut buf) {
+                Ok(_) => format!("connected, then {:?}", String::from_utf8_lossy(&buf)),
+                Err(e) => format!("connected, then {:?}", e.kind()),
+            }
+        }
+    }
+}
+
+#[test]
+fn harness_stopped_backends_refuse_even_while_their_listener_has_another_descriptor() {
+    // The copy stands for a process another test forked and has not exec'd
+    // yet: it holds every descriptor, and the listening socket with them.
+    let scripted = Scripted::fixed("s");
+    let addr = scripted.addr();
+    assert_eq!(fetch(addr).expect("scripted before the kill"), "s");
+    let copy = scripted.listener_copy();
+    scripted.kill();
+    let after_kill = connect_outcome(addr);
+    drop(copy);
+    assert_eq!(after_kill, "ConnectionRefused", "killed scripted backend");
+
+    let backend = Backend::fixed("b");
+    let addr = backend.addr();
+    assert_eq!(fetch(addr).expect("backend before the drop"), "b");
+    let copy = backend.listener_copy();
+    drop(backend);
+    let after_drop = connect_outcome(addr);
+    drop(copy);
+    assert_eq!(after_drop, "ConnectionRefused", "dropped backend");
 }
 
 #[test]

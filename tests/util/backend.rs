@@ -1,9 +1,10 @@
 //! Owns the loopback backends the balancer forwards to in tests: echo, echo
 //! after EOF, fixed reply, hold, sink (all count accepted connections), and a
-//! refusing address. Each runs on threads and stops on drop.
+//! refusing address. Each runs on threads and stops on drop; how a listener
+//! stops ([`stop_listener`]) is shared with the scripted backends.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,9 @@ pub struct Backend {
     accepted: Arc<AtomicUsize>,
     open: Registry,
     thread: Option<JoinHandle<()>>,
+    /// A second descriptor of the listening socket, for
+    /// [`Backend::listener_copy`]; closed before the backend stops.
+    copy: Option<TcpListener>,
 }
 
 impl Backend {
@@ -80,6 +84,7 @@ impl Backend {
     fn spawn_at(addr: SocketAddr, kind: Kind) -> Backend {
         let listener = TcpListener::bind(addr).expect("bind backend");
         let addr = listener.local_addr().expect("backend local_addr");
+        let copy = listener.try_clone().expect("backend listener copy");
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
         let open: Registry = Arc::new(Mutex::new(HashMap::new()));
@@ -95,7 +100,18 @@ impl Backend {
             accepted,
             open,
             thread: Some(thread),
+            copy: Some(copy),
         }
+    }
+
+    /// Another descriptor of its listening socket, as a process forked
+    /// (and not yet exec'd) while the backend runs holds one: stopping the
+    /// backend must not depend on it being closed.
+    pub fn listener_copy(&self) -> TcpListener {
+        self.copy
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+            .expect("backend listener copy")
     }
 
     /// Where it listens.
@@ -125,14 +141,52 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
+        self.copy = None;
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
+        // Wake the blocking accept; the loop then stops the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        self.release();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // After the join: connections taken from the accept queue while
+        // stopping are registered by now.
+        self.release();
     }
+}
+
+/// Stops a listening socket so that, as far as any client can tell, it went
+/// away in one instant: every connection the kernel completed before is
+/// handed to `take` (and served), every later connect is refused, and none
+/// is completed and then reset.
+///
+/// Closing the descriptor is not enough: (1) a handshake completed between
+/// the last `accept` and the `close` is reset by the close, and (2) the
+/// socket outlives our descriptor while another one exists (a process that
+/// another test forks holds copies of every descriptor until it execs), so
+/// it keeps completing handshakes that are reset later. So: a socket filter
+/// that keeps no packet stops new handshakes (a SYN is dropped, the client
+/// retransmits it); the accept queue is drained; `shutdown(SHUT_RD)` then
+/// takes the socket itself (every descriptor of it) out of LISTEN, so the
+/// retransmitted SYN is refused.
+pub fn stop_listener(listener: TcpListener, mut take: impl FnMut(TcpStream)) {
+    use socket2::{SockFilter, SockRef};
+    // Classic BPF `ret #0`: accept 0 bytes of every packet, i.e. drop it.
+    const BPF_RET_K: u16 = 0x06;
+    let drop_all = [SockFilter::new(BPF_RET_K, 0, 0, 0)];
+    let sock = SockRef::from(&listener);
+    sock.attach_filter(&drop_all)
+        .expect("attach a drop-all socket filter to a stopping backend");
+    listener
+        .set_nonblocking(true)
+        .expect("make a stopping backend's listener non-blocking");
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => take(stream),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let _ = sock.shutdown(Shutdown::Read);
 }
 
 fn accept_loop(
@@ -143,12 +197,15 @@ fn accept_loop(
     open: Registry,
 ) {
     let mut next_id: u64 = 0;
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = conn else { continue };
+    let mut take = |mut stream: TcpStream| {
+        let _ = stream.set_nonblocking(false);
         accepted.fetch_add(1, Ordering::SeqCst);
+        // A fixed reply goes out before the connection is registered, so
+        // `release` (on drop) can never cut a reply short.
+        if let Kind::Fixed(reply) = &kind {
+            let _ = stream.write_all(reply);
+            let _ = stream.shutdown(Shutdown::Write);
+        }
         let id = next_id;
         next_id += 1;
         if let (Ok(clone), Ok(mut map)) = (stream.try_clone(), open.lock()) {
@@ -162,7 +219,15 @@ fn accept_loop(
                 map.remove(&id);
             }
         });
+    };
+    while !stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => take(stream),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
     }
+    stop_listener(listener, take);
 }
 
 fn serve(mut s: TcpStream, kind: &Kind) {
@@ -191,11 +256,8 @@ fn serve(mut s: TcpStream, kind: &Kind) {
             let _ = s.write_all(&all);
             let _ = s.shutdown(Shutdown::Write);
         }
-        Kind::Fixed(reply) => {
-            if s.write_all(reply).is_err() {
-                return;
-            }
-            let _ = s.shutdown(Shutdown::Write);
+        Kind::Fixed(_) => {
+            // The reply was written at accept.
             let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
             while let Ok(n) = s.read(&mut buf) {
                 if n == 0 {

@@ -5,10 +5,11 @@
 //! itself and then echoes (to hold a connection open and tell servers apart).
 //!
 //! "Killing" one ([`Scripted::kill`] or drop) models a server process that goes
-//! away between requests: the listening socket closes (later connects are
-//! refused), but every connection the kernel already completed is still
-//! served, so the only failures a client of the balancer can see are the
-//! connect refusals the balancer is supposed to retry.
+//! away between requests, in one instant as far as clients can tell (see
+//! [`stop_listener`]): every connection the kernel completed is still
+//! served, later connects are refused, none is completed and then reset. So
+//! the only failures a client of the balancer can see are the connect
+//! refusals the balancer is supposed to retry.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use super::backend::stop_listener;
 
 /// Most bytes read while waiting for a request terminator.
 const MAX_REQUEST: usize = 16 * 1024;
@@ -52,6 +55,9 @@ pub struct Scripted {
     closed: Arc<AtomicUsize>,
     open: Registry,
     thread: Option<JoinHandle<()>>,
+    /// A second descriptor of the listening socket, for
+    /// [`Scripted::listener_copy`]; closed before the backend stops.
+    copy: Option<TcpListener>,
 }
 
 impl Scripted {
@@ -110,6 +116,9 @@ impl Scripted {
     fn spawn(addr: SocketAddr, script: Script) -> Scripted {
         let listener = TcpListener::bind(addr).expect("bind scripted backend");
         let addr = listener.local_addr().expect("scripted backend local_addr");
+        let copy = listener
+            .try_clone()
+            .expect("scripted backend listener copy");
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
@@ -132,7 +141,18 @@ impl Scripted {
             closed,
             open,
             thread: Some(thread),
+            copy: Some(copy),
         }
+    }
+
+    /// Another descriptor of its listening socket, as a process forked
+    /// (and not yet exec'd) while the backend runs holds one: a kill must
+    /// not depend on it being closed.
+    pub fn listener_copy(&self) -> TcpListener {
+        self.copy
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+            .expect("scripted backend listener copy")
     }
 
     /// Where it listens.
@@ -156,17 +176,18 @@ impl Scripted {
     }
 
     /// Stops listening; later connects are refused. Connections already
-    /// completed by the kernel are still served.
+    /// completed by the kernel are still served, and none is reset.
     pub fn kill(mut self) {
         self.stop_listening();
     }
 
     fn stop_listening(&mut self) {
+        self.copy = None;
         let Some(thread) = self.thread.take() else {
             return;
         };
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept; the loop then drains the backlog and closes.
+        // Wake the blocking accept; the loop then stops the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         let _ = thread.join();
     }
@@ -237,16 +258,8 @@ fn accept_loop(listener: TcpListener, mut ctx: Ctx) {
             break;
         }
     }
-    // Serve what the kernel already accepted, then close the listener.
-    if listener.set_nonblocking(true).is_ok() {
-        loop {
-            match listener.accept() {
-                Ok((stream, _)) => ctx.take(stream),
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            }
-        }
-    }
+    // Serve what the kernel already accepted; refuse everything after.
+    stop_listener(listener, |stream| ctx.take(stream));
 }
 
 fn serve(mut s: TcpStream, script: &Script) {
