@@ -130,9 +130,12 @@ impl Master {
         self.exited
     }
 
-    /// Sends a signal to the master.
+    /// Sends a signal to the master (none once it is reaped: its pid may
+    /// name another process by then).
     pub fn signal(&self, sig: Signal) {
-        signal(self.pid, sig);
+        if self.exited.is_none() {
+            signal(self.pid, sig);
+        }
     }
 
     /// The master's stdout, stderr and log file, for failure messages.
@@ -158,7 +161,13 @@ impl Drop for Master {
         if std::thread::panicking() {
             eprintln!("{}", self.describe());
         }
-        kill_master_tree(self.pid, Duration::from_secs(3));
+        // A reaped master's pid may already name another process (pids wrap
+        // within seconds under this suite's thread churn; pid_max is often
+        // 32768): signalling it could stop another test's master. While
+        // try_wait says "running" the pid is still our unreaped child.
+        if !self.has_exited() {
+            kill_master_tree(self.pid, Duration::from_secs(3));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
