@@ -77,6 +77,48 @@ fn harness_stopped_backends_refuse_even_while_their_listener_has_another_descrip
 }
 
 #[test]
+fn harness_a_handshake_under_way_when_a_backend_is_killed_is_completed_and_served() {
+    use socket2::{SockFilter, SockRef};
+    let scripted = Scripted::fixed("s");
+    let addr = scripted.addr();
+    // Through a second descriptor, hold back the last ACK of handshakes
+    // (drop packets with ACK set): a client connects, its handshake stays
+    // under way on the server (SYN_RECV), as one caught mid-way by a kill.
+    let copy = scripted.listener_copy();
+    let drop_acks = [
+        SockFilter::new(0x30, 0, 0, 13),       // ldb [13]: the flags
+        SockFilter::new(0x54, 0, 0, 0x10),     // and #ACK
+        SockFilter::new(0x15, 0, 1, 0x10),     // jeq #ACK ? next : skip one
+        SockFilter::new(0x06, 0, 0, 0),        // ret #0: drop
+        SockFilter::new(0x06, 0, 0, u32::MAX), // ret #all: keep
+    ];
+    SockRef::from(&copy)
+        .attach_filter(&drop_acks)
+        .expect("attach an ACK-dropping filter");
+    let mut client = connect(addr).expect("the client's side of the handshake completes");
+    // Lifted at once (the kill's own wake-up connect must get through): the
+    // held-back handshake finishes only when the server retransmits its
+    // SYN-ACK, about a second later, well inside the kill.
+    SockRef::from(&copy)
+        .detach_filter()
+        .expect("detach the ACK-dropping filter");
+    drop(copy);
+    // The kill waits for that handshake, then serves it.
+    scripted.kill();
+    let mut reply = Vec::new();
+    let read = std::io::Read::read_to_end(&mut client, &mut reply).map_err(|e| e.kind());
+    assert_eq!(
+        (
+            read.map(|_| ()),
+            String::from_utf8_lossy(&reply).to_string()
+        ),
+        (Ok(()), "s".to_string()),
+        "a client caught mid-handshake by the kill"
+    );
+    assert_eq!(connect_outcome(addr), "ConnectionRefused", "after the kill");
+}
+
+#[test]
 fn harness_temp_dir_is_removed_on_drop() {
     let dir = TempDir::new();
     let p = dir.path().to_path_buf();

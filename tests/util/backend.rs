@@ -155,38 +155,87 @@ impl Drop for Backend {
 }
 
 /// Stops a listening socket so that, as far as any client can tell, it went
-/// away in one instant: every connection the kernel completed before is
-/// handed to `take` (and served), every later connect is refused, and none
-/// is completed and then reset.
+/// away in one instant: every connection the kernel completed, or was
+/// completing, is handed to `take` (and served), every later connect is
+/// refused, and none is completed and then reset or left half-open.
 ///
 /// Closing the descriptor is not enough: (1) a handshake completed between
 /// the last `accept` and the `close` is reset by the close, and (2) the
 /// socket outlives our descriptor while another one exists (a process that
 /// another test forks holds copies of every descriptor until it execs), so
-/// it keeps completing handshakes that are reset later. So: a socket filter
-/// that keeps no packet stops new handshakes (a SYN is dropped, the client
-/// retransmits it); the accept queue is drained; `shutdown(SHUT_RD)` then
-/// takes the socket itself (every descriptor of it) out of LISTEN, so the
-/// retransmitted SYN is refused.
+/// it keeps completing handshakes that are reset later. So:
+/// - a socket filter drops every new SYN (the client retransmits it), and
+///   only SYNs: the last ACK of a handshake already under way still passes,
+///   or the client would think itself connected to a server that never
+///   accepts;
+/// - once no handshake is under way (no `SYN_RECV` entry for the address in
+///   `/proc/net/tcp`), nothing new can reach the accept queue: it is
+///   drained;
+/// - `shutdown(SHUT_RD)` then takes the socket itself (every descriptor of
+///   it) out of LISTEN, so the retransmitted SYN is refused.
 pub fn stop_listener(listener: TcpListener, mut take: impl FnMut(TcpStream)) {
     use socket2::{SockFilter, SockRef};
-    // Classic BPF `ret #0`: accept 0 bytes of every packet, i.e. drop it.
-    const BPF_RET_K: u16 = 0x06;
-    let drop_all = [SockFilter::new(BPF_RET_K, 0, 0, 0)];
+    // Classic BPF over the TCP header: drop (ret 0) when the flags byte has
+    // SYN without ACK, keep the whole packet otherwise.
+    let drop_syns = [
+        SockFilter::new(0x30, 0, 0, 13),       // ldb [13]: the flags
+        SockFilter::new(0x54, 0, 0, 0x12),     // and #(SYN | ACK)
+        SockFilter::new(0x15, 0, 1, 0x02),     // jeq #SYN ? next : skip one
+        SockFilter::new(0x06, 0, 0, 0),        // ret #0: drop
+        SockFilter::new(0x06, 0, 0, u32::MAX), // ret #all: keep
+    ];
     let sock = SockRef::from(&listener);
-    sock.attach_filter(&drop_all)
-        .expect("attach a drop-all socket filter to a stopping backend");
+    sock.attach_filter(&drop_syns)
+        .expect("attach a SYN-dropping socket filter to a stopping backend");
     listener
         .set_nonblocking(true)
         .expect("make a stopping backend's listener non-blocking");
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => take(stream),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => break,
+    let mut drain = |listener: &TcpListener| {
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => take(stream),
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
         }
+    };
+    let addr = listener.local_addr().expect("stopping backend local_addr");
+    // A handshake whose client vanished is given up on after a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while handshakes_under_way(addr) > 0 && std::time::Instant::now() < deadline {
+        drain(&listener);
+        std::thread::sleep(Duration::from_millis(1));
     }
+    drain(&listener);
     let _ = sock.shutdown(Shutdown::Read);
+}
+
+/// Handshakes under way to the IPv4 listener at `addr`: its `SYN_RECV`
+/// entries in `/proc/net/tcp` (0 for other addresses).
+fn handshakes_under_way(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        return 0;
+    };
+    let o = v4.ip().octets();
+    // The address as the kernel prints it: the 32-bit word in host order.
+    let local = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{:04X}",
+        o[3],
+        o[2],
+        o[1],
+        o[0],
+        v4.port()
+    );
+    const SYN_RECV: &str = "03";
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut f = line.split_whitespace();
+            f.nth(1) == Some(local.as_str()) && f.nth(1) == Some(SYN_RECV)
+        })
+        .count()
 }
 
 fn accept_loop(
