@@ -96,6 +96,11 @@ fn harness_a_handshake_under_way_when_a_backend_is_killed_is_completed_and_serve
         .attach_filter(&drop_acks)
         .expect("attach an ACK-dropping filter");
     let mut client = connect(addr).expect("the client's side of the handshake completes");
+    assert_eq!(
+        crate::util::handshakes::under_way(addr),
+        1,
+        "SYN_RECV on {addr}"
+    );
     // Lifted at once (the kill's own wake-up connect must get through): the
     // held-back handshake finishes only when the server retransmits its
     // SYN-ACK, about a second later, well inside the kill.

@@ -168,9 +168,9 @@ impl Drop for Backend {
 ///   only SYNs: the last ACK of a handshake already under way still passes,
 ///   or the client would think itself connected to a server that never
 ///   accepts;
-/// - once no handshake is under way (no `SYN_RECV` entry for the address in
-///   `/proc/net/tcp`), nothing new can reach the accept queue: it is
-///   drained;
+/// - once no handshake is under way (no `SYN_RECV` request socket for the
+///   address, see [`super::handshakes`]), nothing new can reach the accept
+///   queue: it is drained;
 /// - `shutdown(SHUT_RD)` then takes the socket itself (every descriptor of
 ///   it) out of LISTEN, so the retransmitted SYN is refused.
 pub fn stop_listener(listener: TcpListener, mut take: impl FnMut(TcpStream)) {
@@ -202,40 +202,12 @@ pub fn stop_listener(listener: TcpListener, mut take: impl FnMut(TcpStream)) {
     let addr = listener.local_addr().expect("stopping backend local_addr");
     // A handshake whose client vanished is given up on after a while.
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while handshakes_under_way(addr) > 0 && std::time::Instant::now() < deadline {
+    while super::handshakes::under_way(addr) > 0 && std::time::Instant::now() < deadline {
         drain(&listener);
         std::thread::sleep(Duration::from_millis(1));
     }
     drain(&listener);
     let _ = sock.shutdown(Shutdown::Read);
-}
-
-/// Handshakes under way to the IPv4 listener at `addr`: its `SYN_RECV`
-/// entries in `/proc/net/tcp` (0 for other addresses).
-fn handshakes_under_way(addr: SocketAddr) -> usize {
-    let SocketAddr::V4(v4) = addr else {
-        return 0;
-    };
-    let o = v4.ip().octets();
-    // The address as the kernel prints it: the 32-bit word in host order.
-    let local = format!(
-        "{:02X}{:02X}{:02X}{:02X}:{:04X}",
-        o[3],
-        o[2],
-        o[1],
-        o[0],
-        v4.port()
-    );
-    const SYN_RECV: &str = "03";
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut f = line.split_whitespace();
-            f.nth(1) == Some(local.as_str()) && f.nth(1) == Some(SYN_RECV)
-        })
-        .count()
 }
 
 fn accept_loop(

@@ -14,6 +14,8 @@ pub mod backend;
 pub mod cmd;
 // The TOML config writer: ServerConf, ListenConf, Conf, write_file.
 pub mod conf;
+// Handshakes under way on a listener (NETLINK_SOCK_DIAG), for backends that stop cleanly.
+pub mod handshakes;
 // HTTP/1.1 test backend: keep-alive, pipelining, /headers, /sha256, /download, /ws, kill.
 pub mod http_backend;
 // Blocking HTTP/1.1 client: HttpConn (keep-alive, pipelining, raw bytes), Response, get.
