@@ -24,6 +24,32 @@ pub struct Config {
     pub master: MasterConfig,
     /// `[[listen]]` sections in file order; at least one.
     pub listens: Vec<ListenConfig>,
+    /// `[admin]`: the metrics and status page listener; `None` (no `[admin]`
+    /// section) means none is opened.
+    pub admin: Option<AdminConfig>,
+}
+
+/// `[admin]`: an HTTP listener served by the master (`GET /metrics`,
+/// `/status.json`, `/status`; `POST /server/LISTEN/SERVER/ACTION`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address to bind, e.g. `127.0.0.1:9900`. Required in `[admin]`; must
+    /// not clash with a listen's bind.
+    pub bind: SocketAddr,
+    /// Bearer token the `POST` actions require: 8..=256 visible ASCII
+    /// characters. Without one the page is read-only and every `POST` is
+    /// refused with 403.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for AdminConfig {
+    /// Never prints the token (configs are logged in debug output).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `[master]`.

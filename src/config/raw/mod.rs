@@ -26,6 +26,18 @@ pub struct RawConfig {
     /// `[[listen]]` sections; the outer span is the first `[[listen]]` header
     /// (or the `listen = [...]` value), each inner span that section's header.
     pub listen: Option<Spanned<Vec<Spanned<RawListen>>>>,
+    /// `[admin]`: the metrics and status page listener.
+    pub admin: Option<Spanned<RawAdmin>>,
+}
+
+/// `[admin]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawAdmin {
+    /// `bind = "127.0.0.1:9900"`.
+    pub bind: Option<Spanned<String>>,
+    /// `token = "..."`.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[master]` as written.

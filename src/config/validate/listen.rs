@@ -251,7 +251,7 @@ impl Validator<'_> {
 }
 
 /// Why two binds cannot coexist, if they cannot.
-fn binds_clash(a: SocketAddr, b: SocketAddr) -> Option<&'static str> {
+pub(super) fn binds_clash(a: SocketAddr, b: SocketAddr) -> Option<&'static str> {
     if a == b {
         return Some("duplicates");
     }

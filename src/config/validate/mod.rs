@@ -7,11 +7,12 @@
 //! This file holds the entry point, the [`validate`] pass state and the limits
 //! shared by several sections. Each section of the config file is validated in
 //! its own file, which is where a new key of that section is added:
-//! `master.rs` (`[master]`), `listen.rs` (`[[listen]]`), `http.rs` (a listen's
-//! `mode = "http"` settings), `pools.rs` (a listen's own servers and named
-//! pools), `server.rs` (one list of servers), `routes.rs` (`[[listen.route]]`)
-//! and `health.rs` (`health` tables). `located.rs` reads the scalar values
-//! (durations, integers, names, addresses) and builds the located errors.
+//! `master.rs` (`[master]`), `admin.rs` (`[admin]`), `listen.rs`
+//! (`[[listen]]`), `http.rs` (a listen's `mode = "http"` settings), `pools.rs`
+//! (a listen's own servers and named pools), `server.rs` (one list of
+//! servers), `routes.rs` (`[[listen.route]]`) and `health.rs` (`health`
+//! tables). `located.rs` reads the scalar values (durations, integers, names,
+//! addresses) and builds the located errors.
 //!
 //! Decisions beyond the doc comments in `config/mod.rs`:
 //! - A `health` table without `kind` is `kind = "tcp"`.
@@ -40,7 +41,10 @@
 //! - `forwarded` names a header at most once; a route may not repeat an
 //!   earlier route's host and path_prefix (it could never match).
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
+//! - `[admin]` needs a `bind`, which must not clash with a listen's bind as
+//!   two listens' binds must not.
 
+mod admin;
 mod client_limits;
 mod health;
 mod http;
@@ -53,6 +57,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{MAX_TOKEN, MIN_TOKEN};
 pub use health::HEALTH_KINDS;
 pub use http::{FORWARDED_HEADERS, HEADER_BYTES, MAX_HEADERS, MAX_IDLE_CONNS, MIN_URI_BYTES};
 pub use listen::{MAX_QUEUE, MAX_RETRIES, MODES};
@@ -77,7 +82,12 @@ pub fn validate(raw: RawConfig, src: &str, base: &Path) -> Result<Config> {
     let v = Validator { src, base };
     let master = v.master(raw.master.unwrap_or_default())?;
     let listens = v.listens(raw.listen.as_ref())?;
-    Ok(Config { master, listens })
+    let admin = v.admin(raw.admin.as_ref(), &listens)?;
+    Ok(Config {
+        master,
+        listens,
+        admin,
+    })
 }
 
 /// One validation pass: the source text (for line numbers) and the directory
