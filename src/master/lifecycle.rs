@@ -78,6 +78,7 @@ impl Master {
         self.retire_finished();
         self.finish_connections(now);
         self.expire_clients(now);
+        self.admin_expire(now);
         if self.phase == MasterPhase::Running && self.queued_signal_reload {
             self.queued_signal_reload = false;
             self.begin_reload(Vec::new(), now);
@@ -267,6 +268,8 @@ impl Master {
             "generation {generation} did not start in time; keeping generation {}",
             self.serving
         ));
+        self.admin.figures.reloads_failed += 1;
+        self.admin_unstage();
         if let Some(gi) = self.gens.iter().position(|g| g.number == generation) {
             let g = &mut self.gens[gi];
             g.retiring = true;
@@ -361,6 +364,7 @@ impl Master {
             Ok(c) => c,
             Err(e) => {
                 log(&format!("reload rejected, configuration unchanged: {e}"));
+                self.admin.figures.reloads_failed += 1;
                 let message = format!("reload rejected, old configuration kept: {e}");
                 self.respond_all(waiters, Response::Error { message });
                 daemon::sd_notify("READY=1");
@@ -369,6 +373,8 @@ impl Master {
         };
         let fail = |m: &mut Master, waiters: Vec<Token>, msg: String| {
             log(&format!("reload failed, configuration unchanged: {msg}"));
+            m.admin.figures.reloads_failed += 1;
+            m.admin_unstage();
             let message = format!("reload failed, old configuration kept: {msg}");
             m.respond_all(waiters, Response::Error { message });
             daemon::sd_notify("READY=1");
@@ -382,6 +388,9 @@ impl Master {
             Ok(i) => i,
             Err(e) => return fail(self, waiters, e),
         };
+        if let Err(e) = self.admin_stage(config.admin.as_ref()) {
+            return fail(self, waiters, e);
+        }
         let made = match reload::bind_all(&mut self.listeners, &config) {
             Ok(m) => m,
             Err((addr, e)) => return fail(self, waiters, format!("cannot listen on {addr}: {e}")),
@@ -444,6 +453,8 @@ impl Master {
             .flat_map(|g| g.config.listens.iter().map(|l| l.bind))
             .collect();
         self.listeners.retain(&keep);
+        self.admin.figures.reloads_ok += 1;
+        self.admin_commit();
         log(&format!(
             "reloaded: generation {number} accepting; {drained} old workers draining"
         ));

@@ -2,8 +2,10 @@
 //! pipes, the control socket and its clients, the worker channels and the
 //! health probes, run by reconciliation (each turn respawns what is due,
 //! kills drains past their deadline, retires finished generations). Commands
-//! from signals and from the control socket end up in the same methods.
+//! from signals and from the control socket end up in the same methods. The
+//! admin listener (`[admin]`: metrics, status page) is served in the same loop.
 
+mod admin;
 mod commands;
 pub mod daemon;
 mod health_sync;
@@ -217,6 +219,8 @@ pub struct Master {
     upgrade: Option<upgrade::InProgress>,
     handover: Option<UnixStream>,
     handed_over: bool,
+    /// The `[admin]` listener and its connections.
+    admin: admin::Admin,
     /// 0, or 2 when the first generation never got its workers accepting.
     exit_code: i32,
 }
@@ -290,6 +294,11 @@ impl Master {
                 Some(UnixStream::from_std(inh.handover)),
             ),
         };
+        // Like the control socket, an upgraded master binds it at handover.
+        let admin = match handover {
+            None => admin::Admin::open(config.admin.as_ref())?,
+            Some(_) => admin::Admin::later(config.admin.as_ref()),
+        };
         let identity = supervisor::resolve_identity(&config).map_err(MasterError::Setup)?;
         let nofile = raise_nofile_limit();
         let epoll_err = |e: std::io::Error| MasterError::Setup(format!("epoll: {e}"));
@@ -359,14 +368,21 @@ impl Master {
             upgrade: None,
             handover,
             handed_over: false,
+            admin,
             exit_code: 0,
         };
+        m.admin_register();
         log(&format!(
             "master started (pid {}, config {}, {} workers, fd limit {nofile})",
             m.pid,
             m.config_path.display(),
             m.gens[0].config.master.workers
         ));
+        if let Some(a) = &m.gens[0].config.admin
+            && m.handover.is_none()
+        {
+            log(&format!("admin listener on http://{}/status", a.bind));
+        }
         m.reconcile(now);
         Ok(m)
     }
@@ -426,6 +442,10 @@ impl Master {
             self.on_upgrade_ready(now);
         } else if t == HANDOVER {
             self.on_handover();
+        } else if t == admin::LISTENER {
+            self.admin_accept(now);
+        } else if admin::owns(t) {
+            self.admin_event(t, now);
         } else if (CLIENT_BASE..CLIENT_BASE + CLIENT_SPAN).contains(&t.0) {
             self.on_client(t, now);
         } else if t.0 >= CHAN_BASE && t.0 < reload::health_token_base(0) {

@@ -3,7 +3,8 @@
 //! socket as an inherited fd described in [`ENV`], plus two socketpair ends:
 //! *ready* (the new master writes "ok" once its workers accept, or its error)
 //! and *handover* (the old master closes it once it has released the pid
-//! file and the control socket, which the new master then takes). The old
+//! file, the control socket and the `[admin]` listener, which the new master
+//! then takes). The old
 //! master then drains its workers and exits; if the new binary fails, the
 //! old master keeps serving and `upgrade` reports the failure.
 
@@ -346,6 +347,7 @@ impl Master {
         if let Some(mut c) = self.control.take() {
             let _ = self.poll.registry().deregister(&mut c);
         }
+        self.admin_release();
         if let Some(p) = self.pid_file.take() {
             p.release();
         }
@@ -397,6 +399,7 @@ impl Master {
                 self.control_path.display()
             )),
         }
+        self.admin_take_over();
         super::daemon::sd_notify(&format!("MAINPID={}\nREADY=1", self.pid));
         log("upgrade: took over the pid file and control socket");
     }
