@@ -8,6 +8,10 @@ mod util;
 // Self-tests of the harness (no lbctl).
 mod harness;
 
+// `[admin]`: /metrics parsed by the Prometheus client's parsers,
+// /status.json, token-guarded actions, bad and idle requests, reloads
+// (api.rs), the status page in headless Chromium (page.rs).
+mod admin;
 // Balancing strategies, weights, backups, max_conns and the queue.
 mod balance;
 // Per-client limits: max_conns_per_client and rate, across workers, by source address.

@@ -144,6 +144,8 @@ pub struct Conf {
     pub log_file: PathBuf,
     pub drain_timeout: String,
     pub listens: Vec<ListenConf>,
+    /// `[admin]`: its bind and optional token.
+    pub admin: Option<(SocketAddr, Option<String>)>,
 }
 
 impl Conf {
@@ -156,6 +158,7 @@ impl Conf {
             log_file: dir.join("lbctl.log"),
             drain_timeout: "5s".to_string(),
             listens: vec![ListenConf::new(servers)],
+            admin: None,
         }
     }
 
@@ -166,6 +169,12 @@ impl Conf {
 
     pub fn drain_timeout(mut self, d: &str) -> Conf {
         self.drain_timeout = d.to_string();
+        self
+    }
+
+    /// An `[admin]` section on `bind`, with `token` if given.
+    pub fn admin(mut self, bind: SocketAddr, token: Option<&str>) -> Conf {
+        self.admin = Some((bind, token.map(str::to_string)));
         self
     }
 
@@ -190,6 +199,12 @@ impl Conf {
         let _ = writeln!(s, "control_socket = \"{}\"", self.control_socket.display());
         let _ = writeln!(s, "log_file = \"{}\"", self.log_file.display());
         let _ = writeln!(s, "drain_timeout = \"{}\"", self.drain_timeout);
+        if let Some((bind, token)) = &self.admin {
+            let _ = writeln!(s, "\n[admin]\nbind = \"{bind}\"");
+            if let Some(t) = token {
+                let _ = writeln!(s, "token = \"{t}\"");
+            }
+        }
         for l in &self.listens {
             let _ = writeln!(s);
             let _ = writeln!(s, "[[listen]]");

@@ -1,8 +1,9 @@
 //! Owns the admin listener (`[admin]`) inside the master's loop: the listening
 //! socket and its connections, each non-blocking, with a bounded request
 //! ([`http::MAX_HEAD`] + [`http::MAX_BODY`]), one deadline for the whole
-//! exchange ([`CONN_TIMEOUT`]), at most [`MAX_CONNS`] at once, and a close
-//! after the one response; the routes (`/metrics`, `/status.json`, `/status`,
+//! exchange ([`CONN_TIMEOUT`]), at most [`MAX_CONNS`] at once (a new one
+//! evicts the one waiting longest for its request), and a close after the
+//! one response; the routes (`/metrics`, `/status.json`, `/status`,
 //! `POST /server/LISTEN/SERVER/ACTION`); and the listener's life across
 //! reloads (a changed bind is bound when the reload starts, so a busy port
 //! fails the reload, and swapped in when it succeeds) and binary upgrades
@@ -30,7 +31,7 @@ pub(super) fn owns(t: Token) -> bool {
     (BASE..BASE + SPAN).contains(&t.0)
 }
 
-/// Admin connections served at once; more are closed on accept.
+/// Admin connections served at once (see [`Master::admin_evict`]).
 pub const MAX_CONNS: usize = 64;
 /// A connection must send its request and take its answer within this time.
 pub const CONN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,7 +191,7 @@ impl Master {
             };
             match l.accept() {
                 Ok((mut stream, _)) => {
-                    if self.admin.conns.len() >= MAX_CONNS {
+                    if self.admin.conns.len() >= MAX_CONNS && !self.admin_evict() {
                         continue;
                     }
                     let mut token = Token(BASE + self.admin.next % SPAN);
@@ -226,6 +227,26 @@ impl Master {
                     return;
                 }
             }
+        }
+    }
+
+    /// Full: drops the connection that has been waiting longest for its
+    /// request, so idle connections cannot lock the page out; false when
+    /// every connection is being answered (the new one is closed then).
+    fn admin_evict(&mut self) -> bool {
+        let oldest = self
+            .admin
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Reading)
+            .min_by_key(|(_, c)| c.deadline)
+            .map(|(&t, _)| t);
+        match oldest {
+            Some(t) => {
+                self.admin_drop(t);
+                true
+            }
+            None => false,
         }
     }
 
