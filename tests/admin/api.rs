@@ -2,7 +2,7 @@
 //! the shape of `status --json`; the actions need the token and act like
 //! `lbctl server`; bad requests get 400/404/405/431; idle and half-sent
 //! requests neither stall the master nor lock the page out; a reload moves
-//! the listener and is counted.
+//! the listener and is counted; a binary upgrade hands it over.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::{JsonBody, Setup, TOKEN, request, server_state};
 use nix::sys::signal::Signal;
 
-use crate::util::{WAIT, free_addr, signal, wait_until};
+use crate::util::http_client::HttpConn;
+use crate::util::{DaemonGuard, WAIT, free_addr, signal, wait_until};
 
 /// Same keys at every level, same value kinds, same array lengths.
 fn same_shape(a: &Value, b: &Value, at: &str) {
@@ -301,4 +302,31 @@ fn a_reload_moves_the_admin_listener_and_is_counted() {
         wait_until(WAIT, || TcpStream::connect(new).is_err()),
         "admin still accepts without [admin]"
     );
+}
+
+#[test]
+fn a_binary_upgrade_hands_the_admin_listener_to_the_new_master() {
+    let setup = Setup::start(None);
+    // Declared after the setup, so dropped first: kills the new master.
+    let mut guard = DaemonGuard::new(&setup.conf);
+    let first = setup.master.pid();
+    guard.track(first);
+    setup.lbctl().run("upgrade", &[]).assert_success();
+    let mut last = None;
+    let moved = wait_until(WAIT, || {
+        let Ok(mut conn) = HttpConn::connect(setup.admin) else {
+            return false;
+        };
+        let Ok(r) = conn.request("GET", "/status.json", &[("Connection", "close")], None) else {
+            return false;
+        };
+        let pid = r.json()["master_pid"].as_i64();
+        last = pid;
+        pid.is_some_and(|p| p != i64::from(first))
+    });
+    assert!(moved, "admin still answered by master {first}: {last:?}");
+    if let Some(p) = last {
+        guard.track(p as i32);
+    }
+    assert_eq!(setup.get("/metrics").status, 200);
 }
