@@ -1,4 +1,5 @@
-//! Integration tests: the real `lbctl` binary, real sockets, 127.0.0.1 only.
+//! Integration tests: the real `lbctl` binary, real sockets, 127.0.0.1 only
+//! (ha_pair: 10.99.0.0/24 inside network namespaces it makes and deletes).
 //! Every test owns its temp dir, ports and processes, and leaves none behind.
 
 // The harness, one file per concern: temp dir, free ports, wait_until, config
@@ -21,6 +22,9 @@ mod cli;
 // `mode = "http"`: per-request balancing, pipelining, bodies, websocket,
 // lbctl's own answers, forwarded headers, failover, routing.
 mod http_mode;
+// LB-node failover: two nodes with keepalived in the test's own network
+// namespaces; the VIP moves when lb1's lbctl is killed, stopped or cannot serve.
+mod ha_pair;
 // Backend HA: kill under load, http/send_expect/timeout checks, runtime
 // disable/drain/enable, respawn vs reload.
 mod ha;
