@@ -336,6 +336,14 @@ impl Snapshot {
             None,
             rows,
         )?;
+        let rows = ls.iter().map(|l| (key(&l.name), l.limited)).collect();
+        counters(
+            enc,
+            "listen_limited_connections",
+            "Connections refused by max_conns_per_client or rate",
+            None,
+            rows,
+        )?;
         let rows = ls.iter().map(|l| (key(&l.name), l.requests)).collect();
         counters(
             enc,

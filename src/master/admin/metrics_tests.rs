@@ -36,6 +36,7 @@ fn snapshot() -> Status {
             balance: "round_robin".into(),
             queued: 2,
             refused: 3,
+            limited: 0,
             mode: "http".into(),
             requests: 7,
             responses: Classes::from_counts([0, 6, 0, 0, 1]),
