@@ -172,12 +172,13 @@ impl Session {
     ) -> io::Result<Step> {
         match self {
             Session::Tcp(t) => t.advance(io, pool),
-            Session::Http(h) => match h.advance(&mut io, counters)? {
+            Session::Http(h) => match h.advance(&mut io, pool, counters)? {
                 HttpStep::Loop(step) => Ok(step),
                 HttpStep::Pipe => {
                     // A `101`: everything buffered is flushed, and from now
                     // on the bytes are relayed as in TCP mode.
                     let (up, down) = h.bytes();
+                    h.release(pool);
                     *self = Session::Tcp(TcpRelay::resumed(up, down));
                     match self {
                         Session::Tcp(t) => t.advance(io, pool),
@@ -278,7 +279,7 @@ impl Session {
     pub fn release(&mut self, pool: &mut Pool) {
         match self {
             Session::Tcp(t) => t.release(pool),
-            Session::Http(_) => {}
+            Session::Http(h) => h.release(pool),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Owns a worker's [`Pool`] of free relay buffers and splice pipes: taken
-//! when data arrives, given back when a direction is empty, so idle
-//! connections hold no buffer memory and the steady state allocates nothing.
+//! Owns a worker's [`Pool`] of free relay buffers and splice pipes, and of
+//! the HTTP sessions' byte buffers: taken when data arrives, given back when
+//! a direction is empty, so idle connections (and idle keep-alive clients)
+//! hold no buffer memory and the steady state allocates nothing.
 
 use super::{BUF_SIZE, Block};
 use std::io;
@@ -11,6 +12,10 @@ use std::os::fd::OwnedFd;
 pub struct Pool {
     free: Vec<Block>,
     pipes: Vec<(OwnedFd, OwnedFd)>,
+    /// HTTP read buffers (their length is their usable size).
+    bytes: Vec<Vec<u8>>,
+    /// HTTP head buffers (empty, capacity kept).
+    heads: Vec<Vec<u8>>,
 }
 
 /// Bytes asked of a splice pipe (F_SETPIPE_SZ; the kernel may hold fewer:
@@ -20,6 +25,12 @@ pub const PIPE_CAP: usize = 256 * 1024;
 
 /// Free buffers kept for reuse at most (the rest are freed).
 const POOL_KEEP: usize = 256;
+
+/// Capacity of a new head buffer (a typical rewritten head fits).
+const HEAD_ROOM: usize = 512;
+
+/// Head buffers larger than this are freed instead of kept.
+const HEAD_KEEP: usize = 16 * 1024;
 
 impl Pool {
     /// An empty pool.
@@ -34,6 +45,39 @@ impl Pool {
     pub(super) fn give(&mut self, b: Block) {
         if self.free.len() < POOL_KEEP {
             self.free.push(b);
+        }
+    }
+
+    /// A read buffer of `len` bytes for an HTTP session: a free one when
+    /// there is one (its old bytes are never read: only what a read puts
+    /// in is), else a new zeroed one. Reuse skips the allocation, the
+    /// zeroing and the page faults of fresh memory on every request.
+    pub fn take_bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut v = self.bytes.pop().unwrap_or_default();
+        v.resize(len, 0);
+        v
+    }
+
+    /// Gives back a read buffer from [`Pool::take_bytes`].
+    pub fn give_bytes(&mut self, v: Vec<u8>) {
+        if v.capacity() > 0 && self.bytes.len() < POOL_KEEP {
+            self.bytes.push(v);
+        }
+    }
+
+    /// An empty buffer for a head an HTTP session writes out (its capacity
+    /// kept from an earlier head, so writing one does not reallocate).
+    pub fn take_head(&mut self) -> Vec<u8> {
+        self.heads
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(HEAD_ROOM))
+    }
+
+    /// Gives back a head buffer (emptied here); an oversized one is freed.
+    pub fn give_head(&mut self, mut v: Vec<u8>) {
+        if v.capacity() > 0 && v.capacity() <= HEAD_KEEP && self.heads.len() < POOL_KEEP {
+            v.clear();
+            self.heads.push(v);
         }
     }
 

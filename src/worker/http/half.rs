@@ -5,9 +5,12 @@
 //! parsed in place from the front of the buffer; bodies are streamed, never
 //! held whole: the buffer's fixed capacity is the back-pressure bound (a side
 //! is not read while it is full). Writes send the head and the cleared body
-//! bytes together with one `writev`.
+//! bytes together with one `writev`. Both buffers come from the worker's
+//! [`Pool`] and go back to it while the direction holds nothing (between
+//! keep-alive requests), so an idle client holds no buffer memory and a
+//! request allocates none.
 
-use crate::worker::buffer::Ready;
+use crate::worker::buffer::{Pool, Ready};
 use std::io::{self, IoSlice, Read, Write};
 
 /// One direction: source bytes, the cleared part, and a head to send first.
@@ -99,11 +102,14 @@ impl Half {
         src: &mut R,
         ready: &mut Ready,
         cap: usize,
+        pool: &mut Pool,
     ) -> io::Result<bool> {
         if self.eof || !ready.read {
             return Ok(false);
         }
-        if self.buf.len() < cap {
+        if self.buf.capacity() == 0 {
+            self.buf = pool.take_bytes(cap);
+        } else if self.buf.len() < cap {
             self.buf.resize(cap, 0);
         }
         if self.end == self.buf.len() && self.start > 0 {
@@ -222,15 +228,32 @@ impl Half {
         self.out_pos = 0;
     }
 
-    /// Frees the buffer memory when nothing is held (an idle keep-alive
-    /// client holds none).
-    pub fn shrink_if_empty(&mut self) {
-        if self.empty() {
-            self.buf = Vec::new();
-            self.out = Vec::new();
-            self.start = 0;
-            self.end = 0;
+    /// The head buffer to append a head to (one from the pool when this
+    /// direction holds none).
+    pub fn head_out(&mut self, pool: &mut Pool) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = pool.take_head();
         }
+        &mut self.out
+    }
+
+    /// Gives the buffers back to the pool when nothing is held (an idle
+    /// keep-alive client holds none).
+    pub fn shrink_if_empty(&mut self, pool: &mut Pool) {
+        if self.empty() {
+            self.release(pool);
+        }
+    }
+
+    /// Gives the buffers back to the pool, whatever they hold (the
+    /// connection is being dropped, or the direction is done with them).
+    pub fn release(&mut self, pool: &mut Pool) {
+        pool.give_bytes(std::mem::take(&mut self.buf));
+        pool.give_head(std::mem::take(&mut self.out));
+        self.start = 0;
+        self.end = 0;
+        self.pass = 0;
+        self.out_pos = 0;
     }
 
     /// Forgets everything (the source is replaced, e.g. a new server).
@@ -280,7 +303,10 @@ mod tests {
         let mut h = Half::default();
         let mut src: &[u8] = b"HEADbodyNEXT";
         let mut r = ready();
-        assert!(h.read_from(&mut src, &mut r, 64).expect("read"));
+        assert!(
+            h.read_from(&mut src, &mut r, 64, &mut Pool::new())
+                .expect("read")
+        );
         h.consume(4);
         h.out.extend_from_slice(b"head\r\n");
         h.clear(4);
@@ -308,7 +334,8 @@ mod tests {
         let mut h = Half::default();
         let mut src: &[u8] = b"0123456789";
         let mut r = ready();
-        h.read_from(&mut src, &mut r, 64).expect("read");
+        h.read_from(&mut src, &mut r, 64, &mut Pool::new())
+            .expect("read");
         h.out.extend_from_slice(b"ab");
         h.clear_all();
         let mut sink = Sink {
@@ -339,13 +366,35 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_half_gives_its_buffers_back_and_the_next_read_reuses_them() {
+        let mut pool = Pool::new();
+        let mut h = Half::default();
+        let mut r = ready();
+        let mut src: &[u8] = b"GET";
+        h.read_from(&mut src, &mut r, 64, &mut pool).expect("read");
+        let at = h.buf.as_ptr();
+        h.consume(3);
+        h.shrink_if_empty(&mut pool);
+        assert_eq!(h.buf.capacity(), 0, "an idle direction holds no buffer");
+        let mut src: &[u8] = b"NEXT";
+        r.read = true;
+        h.read_from(&mut src, &mut r, 64, &mut pool).expect("read");
+        assert_eq!(h.buf.as_ptr(), at);
+        assert_eq!(h.unclassified(), b"NEXT");
+    }
+
+    #[test]
     fn a_full_buffer_is_not_read_into() {
         let mut h = Half::default();
         let mut src: &[u8] = b"abcdefgh";
         let mut r = ready();
-        h.read_from(&mut src, &mut r, 4).expect("read");
+        h.read_from(&mut src, &mut r, 4, &mut Pool::new())
+            .expect("read");
         assert_eq!(h.unclassified(), b"abcd");
-        assert!(!h.read_from(&mut src, &mut r, 4).expect("read"));
+        assert!(
+            !h.read_from(&mut src, &mut r, 4, &mut Pool::new())
+                .expect("read")
+        );
         assert_eq!(h.room(4), 0);
     }
 }

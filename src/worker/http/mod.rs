@@ -20,6 +20,7 @@ mod half;
 mod key;
 mod route;
 
+use super::buffer::Pool;
 use super::session::{Counters, Io, Step};
 use crate::config::ListenConfig;
 use crate::http::{self, BodyKind, BodyTracker, Version};
@@ -264,10 +265,15 @@ impl HttpSession {
         true
     }
 
-    /// Moves the session on.
-    pub fn advance(&mut self, io: &mut Io<'_>, counters: &Counters) -> io::Result<HttpStep> {
+    /// Moves the session on (buffers come from and go back to `pool`).
+    pub fn advance(
+        &mut self,
+        io: &mut Io<'_>,
+        pool: &mut Pool,
+        counters: &Counters,
+    ) -> io::Result<HttpStep> {
         let before = self.bytes();
-        let run = self.run(io, counters)?;
+        let run = self.run(io, pool, counters)?;
         let after = self.bytes();
         let (up, down) = (after.0 - before.0, after.1 - before.1);
         Ok(match run {
@@ -285,14 +291,20 @@ impl HttpSession {
         })
     }
 
-    fn run(&mut self, io: &mut Io<'_>, counters: &Counters) -> io::Result<Run> {
+    /// Gives the buffers back (the connection is being dropped).
+    pub fn release(&mut self, pool: &mut Pool) {
+        self.up.release(pool);
+        self.down.release(pool);
+    }
+
+    fn run(&mut self, io: &mut Io<'_>, pool: &mut Pool, counters: &Counters) -> io::Result<Run> {
         let cap = io.listen.http.limits.header_bytes + BODY_ROOM;
         let limits = limits_of(io.listen);
         loop {
             match self.state {
                 State::Head => match http::parse_request(self.up.unclassified(), &limits) {
                     Ok(Some(head)) => {
-                        self.start_request(&head, io);
+                        self.start_request(&head, io, pool);
                         self.up.consume(head.head_len);
                         return Ok(Run::Loop(Step::Dispatch));
                     }
@@ -302,10 +314,10 @@ impl HttpSession {
                         }
                         let was_empty = self.up.unclassified().is_empty();
                         if was_empty && self.requests > 0 {
-                            self.up.shrink_if_empty();
-                            self.down.shrink_if_empty();
+                            self.up.shrink_if_empty(pool);
+                            self.down.shrink_if_empty(pool);
                         }
-                        if !self.up.read_from(io.client, io.client_ready, cap)? {
+                        if !self.up.read_from(io.client, io.client_ready, cap, pool)? {
                             return Ok(Run::Open);
                         }
                         if was_empty && self.requests > 0 {
@@ -327,7 +339,7 @@ impl HttpSession {
                         ex.server_since = io.now;
                     }
                 }
-                State::Exchange => match self.exchange(io, cap, counters) {
+                State::Exchange => match self.exchange(io, cap, pool, counters) {
                     Ok(Some(Run::Again)) => continue,
                     Ok(Some(run)) => return Ok(run),
                     Ok(None) => return Ok(Run::Open),
@@ -364,6 +376,7 @@ impl HttpSession {
                     self.state = State::Lingering {
                         until: io.now + LINGER,
                     };
+                    self.up.release(pool);
                     self.up = Half::default();
                 }
                 State::Lingering { .. } => loop {
@@ -371,7 +384,10 @@ impl HttpSession {
                     // deadline), so unread bytes cause no reset that would
                     // destroy the answer in flight.
                     self.up.discard_all();
-                    if !self.up.read_from(io.client, io.client_ready, BODY_ROOM)? {
+                    if !self
+                        .up
+                        .read_from(io.client, io.client_ready, BODY_ROOM, pool)?
+                    {
                         return Ok(Run::Open);
                     }
                     if self.up.eof {
@@ -382,7 +398,7 @@ impl HttpSession {
         }
     }
 
-    fn start_request(&mut self, head: &http::RequestHead, io: &mut Io<'_>) {
+    fn start_request(&mut self, head: &http::RequestHead, io: &mut Io<'_>, pool: &mut Pool) {
         self.requests += 1;
         self.server_failed = false;
         let http_conf = &io.listen.http;
@@ -396,8 +412,9 @@ impl HttpSession {
             forwarded: http_conf.forwarded.rfc7239,
             upgrade: head.upgrade.is_some(),
         };
-        self.up.out.clear();
-        http::write_request(head, &mut self.up.out, &fwd);
+        let out = self.up.head_out(pool);
+        out.clear();
+        http::write_request(head, out, &fwd);
         let idempotent = head.idempotent();
         self.retry_copy = idempotent.then(Vec::new);
         self.ex = Some(Exchange {
@@ -422,6 +439,7 @@ impl HttpSession {
         &mut self,
         io: &mut Io<'_>,
         cap: usize,
+        pool: &mut Pool,
         counters: &Counters,
     ) -> Result<Option<Run>, Failure> {
         let Some(ex) = self.ex.as_mut() else {
@@ -465,7 +483,7 @@ impl HttpSession {
                     }
                     progress |= self
                         .up
-                        .read_from(io.client, io.client_ready, cap)
+                        .read_from(io.client, io.client_ready, cap, pool)
                         .map_err(Failure::Client)?;
                 }
             }
@@ -474,7 +492,7 @@ impl HttpSession {
             if !resp_done && self.down.room(cap) > 0 {
                 let got = self
                     .down
-                    .read_from(server, server_ready, cap)
+                    .read_from(server, server_ready, cap, pool)
                     .map_err(|_| Failure::Server)?;
                 if got {
                     progress = true;
@@ -490,20 +508,25 @@ impl HttpSession {
                         progress = true;
                         let raw_len = head.head_len;
                         if head.status == 101 && ex.upgrade {
-                            http::write_response(&head, &mut self.down.out, true, ex.version);
+                            http::write_response(&head, self.down.head_out(pool), true, ex.version);
                             self.down.consume(raw_len);
                             counters.response_of(io.upstream.server_id, head.status);
                             self.state = State::Tunnel;
                             return Ok(Some(Run::Again));
                         }
                         if head.is_interim() {
-                            http::write_response(&head, &mut self.down.out, true, ex.version);
+                            http::write_response(&head, self.down.head_out(pool), true, ex.version);
                             self.down.consume(raw_len);
                             continue;
                         }
                         let until_close = matches!(head.body, BodyKind::UntilClose);
                         ex.keep_alive = ex.keep_alive && !until_close && !self.draining;
-                        http::write_response(&head, &mut self.down.out, ex.keep_alive, ex.version);
+                        http::write_response(
+                            &head,
+                            self.down.head_out(pool),
+                            ex.keep_alive,
+                            ex.version,
+                        );
                         self.down.consume(raw_len);
                         counters.response_of(io.upstream.server_id, head.status);
                         let done = matches!(head.body, BodyKind::None | BodyKind::Length(0));
