@@ -7,6 +7,7 @@
 
 use super::buffer::{Pool, Ready};
 use super::session::{Counters, Io, Session, Step};
+use super::tokens::{Holder, ServerConn, ServerTokens};
 use crate::balance::ServerId;
 use crate::config::{ListenConfig, Mode};
 use mio::event::Event;
@@ -35,8 +36,9 @@ pub enum Phase {
 /// The server side of a connection.
 #[derive(Debug, Default)]
 pub struct Upstream {
-    /// The server socket, while connecting or connected.
-    pub server: Option<TcpStream>,
+    /// The server connection (its socket and lifelong token), while
+    /// connecting or connected.
+    pub server: Option<ServerConn>,
     /// The server picked (index in the listen's servers).
     pub server_id: Option<ServerId>,
     /// Servers already tried for this client (never retried).
@@ -144,13 +146,16 @@ impl Conn {
     }
 
     /// Starts a connect attempt to `server_id` at `addr` (TCP_NODELAY set
-    /// at once: one place for it, whichever way the connect completes).
+    /// at once: one place for it, whichever way the connect completes); the
+    /// socket gets a token slot held by `holder` (this connection).
     pub fn start_connect(
         &mut self,
         server_id: ServerId,
         addr: SocketAddr,
         deadline: Instant,
-    ) -> io::Result<&mut TcpStream> {
+        tokens: &mut ServerTokens,
+        holder: Holder,
+    ) -> io::Result<&mut ServerConn> {
         let up = &mut self.upstream;
         up.server = None;
         up.ready = Ready::default();
@@ -159,7 +164,7 @@ impl Conn {
         self.phase = Phase::Connecting { deadline };
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
-        Ok(up.server.insert(stream))
+        Ok(up.server.insert(tokens.wrap(stream, holder)))
     }
 
     /// Checks the outcome of the connect in progress (mio's recipe:
@@ -218,7 +223,7 @@ impl Conn {
 
     /// Lets the server connection go (the request is done with it); the
     /// stream is returned for the idle pool.
-    pub fn detach(&mut self) -> Option<TcpStream> {
+    pub fn detach(&mut self) -> Option<ServerConn> {
         let up = &mut self.upstream;
         up.server_id = None;
         up.tried.clear();
@@ -227,7 +232,7 @@ impl Conn {
     }
 
     /// Attaches a pooled connection to `server_id` (already connected).
-    pub fn attach(&mut self, server_id: ServerId, stream: TcpStream) -> &mut TcpStream {
+    pub fn attach(&mut self, server_id: ServerId, stream: ServerConn) -> &mut ServerConn {
         let up = &mut self.upstream;
         up.server_id = Some(server_id);
         up.tried.push(server_id);

@@ -7,12 +7,13 @@
 
 use super::conn::Phase;
 use super::session::Counters;
+use super::tokens::Holder;
 use super::view::{self, LiveView};
-use super::{ACCEPT_PAUSE, CONN_BASE, Worker};
+use super::{ACCEPT_PAUSE, Worker};
 use crate::balance;
 use crate::netutil::is_local_shortage;
 use crate::shm;
-use mio::{Interest, Token};
+use mio::Interest;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// What a dispatch attempt led to.
@@ -105,17 +106,13 @@ impl Worker {
                 break;
             };
             let g = rt.base + id;
-            let token = Token(CONN_BASE + 2 * idx + 1);
             let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
             let cell = self.region.slot_server(self.slot, g);
             if conn.session.may_reuse()
-                && let Some(mut stream) = self.idle.take(g, self.now, listen.http.pool.idle_timeout)
-                && self
-                    .poll
-                    .registry()
-                    .reregister(&mut stream, token, interest)
-                    .is_ok()
+                && let Some(stream) = self.idle.take(g, self.now, listen.http.pool.idle_timeout)
             {
+                // Its token stays: only its holder changes (no epoll_ctl).
+                self.tokens.hand_to(stream.slot(), Holder::Conn(idx));
                 cell.active.fetch_add(1, Relaxed);
                 cell.total.fetch_add(1, Relaxed);
                 self.region.slot(self.slot).reused.fetch_add(1, Relaxed);
@@ -125,13 +122,14 @@ impl Worker {
             let addr = listen.servers[id].addr;
             let deadline = self.now + listen.timeouts.connect;
             cell.active.fetch_add(1, Relaxed);
-            match conn.start_connect(id, addr, deadline) {
+            match conn.start_connect(id, addr, deadline, &mut self.tokens, Holder::Conn(idx)) {
                 Ok(server) => {
                     cell.total.fetch_add(1, Relaxed);
+                    let token = server.token();
                     if self
                         .poll
                         .registry()
-                        .register(server, token, interest)
+                        .register(&mut **server, token, interest)
                         .is_ok()
                     {
                         self.timers.push(deadline, idx, serial);
@@ -209,8 +207,11 @@ impl Worker {
             .fetch_sub(1, Relaxed);
         if reuse && !self.draining {
             let max = listen.http.pool.max_idle;
-            self.idle
-                .put(self.poll.registry(), g, stream, max, self.now);
+            let slot = stream.slot();
+            // It stays registered under its token: the pool holds it now.
+            if let Some(at) = self.idle.put(g, stream, max, self.now) {
+                self.tokens.hand_to(slot, Holder::Idle(at));
+            }
         }
     }
 
@@ -248,7 +249,7 @@ impl Worker {
         let listen = &self.config.listens[conn.listen];
         if let (Some(id), Some(mut server)) = (conn.upstream.server_id, conn.upstream.server.take())
         {
-            let _ = self.poll.registry().deregister(&mut server);
+            let _ = self.poll.registry().deregister(&mut *server);
             let g = self.listens[conn.listen].base + id;
             let cell = self.region.slot_server(self.slot, g);
             cell.active.fetch_sub(1, Relaxed);

@@ -2,22 +2,18 @@
 //! per server (global index), the connections a finished response left
 //! reusable, most recent first, bounded by the listen's `pool.max_idle` and
 //! dropped after `pool.idle_timeout`. An idle connection stays registered in
-//! the worker's poll under its own token, so a server that closes it (or
-//! sends anything unasked) is noticed and the connection is dropped, never
-//! handed to a request. Nothing is ever reused that the server closed or
-//! half-closed.
+//! the worker's poll under its own lifelong token (`tokens`), whose events
+//! the loop brings here, so a server that closes it (or sends anything
+//! unasked) is noticed and the connection is dropped, never handed to a
+//! request. Nothing is ever reused that the server closed or half-closed.
 
-use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use super::tokens::ServerConn;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-/// First token of idle connections (above every connection token).
-pub const IDLE_BASE: usize = 1 << 40;
-
 #[derive(Debug)]
 struct Entry {
-    stream: TcpStream,
+    stream: ServerConn,
     server: usize,
     since: Instant,
 }
@@ -45,21 +41,19 @@ impl IdlePool {
         self.by_server.get(server).map_or(0, Vec::len)
     }
 
-    /// Keeps `stream` for reuse with `server`; false (the stream is dropped,
-    /// i.e. closed) when the server's share is full or registration fails.
+    /// Keeps `stream` for reuse with `server`: its index here (the holder of
+    /// its token from now on), or None (the stream is dropped, i.e. closed)
+    /// when the server's share is full.
     pub fn put(
         &mut self,
-        registry: &Registry,
         server: usize,
-        mut stream: TcpStream,
+        stream: ServerConn,
         max_idle: usize,
         now: Instant,
-    ) -> bool {
-        let Some(list) = self.by_server.get(server) else {
-            return false;
-        };
+    ) -> Option<usize> {
+        let list = self.by_server.get(server)?;
         if list.len() >= max_idle {
-            return false;
+            return None;
         }
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -68,13 +62,6 @@ impl IdlePool {
                 self.slab.len() - 1
             }
         };
-        if registry
-            .reregister(&mut stream, Token(IDLE_BASE + idx), Interest::READABLE)
-            .is_err()
-        {
-            self.free.push(idx);
-            return false;
-        }
         self.slab[idx] = Some(Entry {
             stream,
             server,
@@ -83,7 +70,7 @@ impl IdlePool {
         if let Some(list) = self.by_server.get_mut(server) {
             list.push(idx);
         }
-        true
+        Some(idx)
     }
 
     /// The most recently idled connection to `server` that is younger than
@@ -93,7 +80,7 @@ impl IdlePool {
         server: usize,
         now: Instant,
         idle_timeout: Duration,
-    ) -> Option<TcpStream> {
+    ) -> Option<ServerConn> {
         loop {
             let idx = self.by_server.get_mut(server)?.pop()?;
             let entry = self.slab.get_mut(idx).and_then(Option::take)?;
@@ -104,16 +91,17 @@ impl IdlePool {
         }
     }
 
-    /// An event on an idle connection: the server closed it or sent bytes
-    /// nobody asked for. Either way it cannot be reused; it is checked with
-    /// a non-blocking read (a stale event of a reused slot finds nothing).
-    pub fn on_event(&mut self, token: Token) {
-        let Some(idx) = token.0.checked_sub(IDLE_BASE) else {
-            return;
-        };
+    /// An event on the idle connection at `idx` whose token has `slot`:
+    /// the server closed it or sent bytes nobody asked for. Either way it
+    /// cannot be reused; it is checked with a non-blocking read (a stale
+    /// event finds nothing, or another connection in that place).
+    pub fn on_event(&mut self, idx: usize, slot: usize) {
         let Some(Some(entry)) = self.slab.get_mut(idx) else {
             return;
         };
+        if entry.stream.slot() != slot {
+            return;
+        }
         let mut probe = [0u8; 1];
         match entry.stream.read(&mut probe) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,

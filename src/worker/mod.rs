@@ -19,6 +19,7 @@ pub mod idle;
 pub mod session;
 pub mod tcp;
 pub mod timers;
+pub mod tokens;
 pub mod view;
 
 use crate::balance::{self, Balancer};
@@ -31,7 +32,7 @@ use crate::stats::ConnRow;
 use buffer::Pool;
 use conn::{Conn, ConnectState, Phase};
 use dispatch::Dispatched;
-use idle::{IDLE_BASE, IdlePool};
+use idle::IdlePool;
 use mio::net::{TcpListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use session::{Counters, Step};
@@ -41,9 +42,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use timers::Timers;
+use tokens::{CHANNEL, CONN_BASE, Holder, SERVER_BASE, ServerTokens};
 
-const CHANNEL: Token = Token(usize::MAX - 1);
-const CONN_BASE: usize = 1 << 20;
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 const QUEUE_RETRY: Duration = Duration::from_millis(5);
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -93,6 +93,8 @@ struct Worker {
     pool: Pool,
     /// Idle keep-alive server connections (HTTP mode).
     idle: IdlePool,
+    /// The lifelong token of every server connection and who holds it.
+    tokens: ServerTokens,
     /// The listen of each server (global index).
     server_listen: Vec<usize>,
     /// When a per-client refusal was last logged, and refusals since.
@@ -190,6 +192,7 @@ impl Worker {
             timers: Timers::new(),
             pool: Pool::new(),
             idle: IdlePool::new(servers),
+            tokens: ServerTokens::new(),
             server_listen,
             limit_logged_at: None,
             limit_unlogged: 0,
@@ -233,18 +236,17 @@ impl Worker {
                     if !self.on_channel()? {
                         return Ok(());
                     }
-                } else if t.0 >= IDLE_BASE {
-                    self.idle.on_event(t);
+                } else if t.0 >= SERVER_BASE {
+                    self.on_server_event(t, ev);
                 } else if t.0 < self.listeners.len() {
                     self.accept(t.0);
                 } else if t.0 >= CONN_BASE {
-                    let idx = (t.0 - CONN_BASE) / 2;
-                    let server_side = (t.0 - CONN_BASE) % 2 == 1;
-                    self.on_conn_event(idx, server_side, ev);
+                    self.on_conn_event(t.0 - CONN_BASE, false, ev);
                 }
             }
             self.resume_busy();
             self.free.append(&mut self.freed);
+            self.tokens.end_batch();
             self.fire_timers();
             self.serve_queues();
             if let Some(until) = self.accept_paused_until
@@ -407,7 +409,7 @@ impl Worker {
         let mode = self.config.listens[listen].mode;
         let mut conn = Conn::new(self.serial, listen, mode, stream, addr, self.now);
         conn.client_cell = client_cell;
-        let token = Token(CONN_BASE + 2 * idx);
+        let token = Token(CONN_BASE + idx);
         if self
             .poll
             .registry()
@@ -435,6 +437,30 @@ impl Worker {
             self.dispatch_and_follow(idx, serial);
         } else {
             self.progress(idx);
+        }
+    }
+
+    /// An event of a server connection goes to whoever holds it now: the
+    /// connection it serves or the idle pool (nobody, when the one recorded
+    /// no longer holds that connection).
+    fn on_server_event(&mut self, token: Token, ev: &mio::event::Event) {
+        let Some((slot, holder)) = self.tokens.holder(token) else {
+            return;
+        };
+        match holder {
+            Holder::Conn(idx) => {
+                let holds = self
+                    .conns
+                    .get(idx)
+                    .and_then(Option::as_ref)
+                    .and_then(|c| c.upstream.server.as_ref())
+                    .is_some_and(|s| s.slot() == slot);
+                if holds {
+                    self.on_conn_event(idx, true, ev);
+                }
+            }
+            Holder::Idle(at) => self.idle.on_event(at, slot),
+            Holder::Nobody => {}
         }
     }
 

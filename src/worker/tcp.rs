@@ -39,7 +39,7 @@ impl TcpRelay {
             upstream,
             ..
         } = io;
-        let Some(server) = upstream.server.as_mut() else {
+        let Some(server) = upstream.server.as_deref_mut() else {
             return Ok(Step::Open(0, 0));
         };
         let server_ready = &mut upstream.ready;

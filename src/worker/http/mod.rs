@@ -358,7 +358,7 @@ impl HttpSession {
                 State::Tunnel => {
                     self.up.clear_all();
                     self.down.clear_all();
-                    if let Some(server) = io.upstream.server.as_mut() {
+                    if let Some(server) = io.upstream.server.as_deref_mut() {
                         self.up.write_to(server, &mut io.upstream.ready, None)?;
                     }
                     self.down.write_to(io.client, io.client_ready, None)?;
@@ -445,7 +445,7 @@ impl HttpSession {
         let Some(ex) = self.ex.as_mut() else {
             return Ok(Some(Run::Finished));
         };
-        let Some(server) = io.upstream.server.as_mut() else {
+        let Some(server) = io.upstream.server.as_deref_mut() else {
             return Ok(Some(Run::Loop(Step::Dispatch)));
         };
         let server_ready = &mut io.upstream.ready;
