@@ -36,9 +36,12 @@ impl<'b> HeaderSlots<'b> {
     }
 }
 
-/// A head's fields: name as received (case kept), value as received (OWS
-/// trimmed by the parser).
-pub(crate) type Fields = [(String, Vec<u8>)];
+/// One field of a head, borrowed from the head's bytes: name as received
+/// (case kept), value as received (OWS trimmed by the parser).
+pub type Field<'a> = (&'a str, &'a [u8]);
+
+/// A head's fields, in order.
+pub(crate) type Fields<'a> = [Field<'a>];
 
 /// What `Transfer-Encoding` says about the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,11 +85,11 @@ pub(crate) fn is_token(v: &[u8]) -> bool {
 }
 
 /// The values of every field called `name`, in order.
-pub(crate) fn values<'a>(fields: &'a Fields, name: &str) -> impl Iterator<Item = &'a [u8]> {
+pub(crate) fn values<'a>(fields: &Fields<'a>, name: &str) -> impl Iterator<Item = &'a [u8]> {
     fields
         .iter()
         .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice())
+        .map(|&(_, v)| v)
 }
 
 /// Whether any field called `name` lists `token` (ASCII case-insensitive),
@@ -105,7 +108,7 @@ pub(crate) fn framing(fields: &Fields) -> Result<Framing, &'static str> {
     let mut chunked = 0usize;
     let mut last_is_chunked = false;
     let mut te_seen = false;
-    for (name, value) in fields {
+    for &(name, value) in fields {
         if name.eq_ignore_ascii_case("content-length") {
             for e in elements(value) {
                 let n = parse_decimal(e).ok_or("invalid Content-Length")?;
@@ -188,10 +191,8 @@ pub(crate) fn target_len(head: &[u8]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn fields(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        list.iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect()
+    fn fields<'a>(list: &[(&'a str, &'a str)]) -> Vec<Field<'a>> {
+        list.iter().map(|&(n, v)| (n, v.as_bytes())).collect()
     }
 
     fn framing_of(list: &[(&str, &str)]) -> Result<Framing, &'static str> {

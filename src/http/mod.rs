@@ -2,7 +2,8 @@
 //! is built on: bytes in, decisions out, with no I/O, no sockets and no mio.
 //!
 //! - [`parse_request`] / [`parse_response`] turn the bytes of a head into a
-//!   [`RequestHead`] / [`ResponseHead`] (or `Ok(None)`: more bytes needed),
+//!   [`RequestHead`] / [`ResponseHead`] borrowed from them, copying no field
+//!   (or `Ok(None)`: more bytes needed),
 //!   refusing what could desynchronise us from the peer (request smuggling,
 //!   response splitting) with a [`HeadError`] that carries the status to
 //!   answer.
@@ -27,6 +28,7 @@ mod rewrite;
 pub use body::BodyTracker;
 pub use chunked::{ChunkError, ChunkedScanner, Scan};
 pub use errors::{error_response, reason_phrase};
+pub use fields::Field;
 pub use request::{RequestHead, parse_request};
 pub use response::{ResponseHead, parse_response};
 pub use rewrite::{Forwarding, write_request, write_response};

@@ -4,20 +4,21 @@
 //! that keep a front-end and its server agreeing on where a request ends
 //! (request smuggling: CL + TE, conflicting CL, non-chunked TE, obs-fold).
 
-use super::fields::{self, Coding};
+use super::fields::{self, Coding, Field, Fields};
 use super::{BodyKind, HeadError, Limits, Version};
 
-/// A parsed request head; owns its bytes (the buffer can be reused).
+/// A parsed request head, borrowed from the bytes it was parsed from (no
+/// copy of any field: one allocation per head, for the field list).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestHead {
+pub struct RequestHead<'a> {
     /// The method as sent (methods are case-sensitive: `GET`, not `get`).
-    pub method: String,
+    pub method: &'a str,
     /// The request-target as sent (origin-form `/path?q` usually).
-    pub uri: String,
+    pub uri: &'a str,
     /// The client's protocol version.
     pub version: Version,
     /// Every field in order, name case as sent, value OWS-trimmed.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<Field<'a>>,
     /// Bytes of the head, final CRLFCRLF included: the body (or the next
     /// pipelined request) starts at `buf[head_len]`.
     pub head_len: usize,
@@ -31,15 +32,15 @@ pub struct RequestHead {
     /// `upgrade` (HTTP/1.1 only).
     pub upgrade: Option<String>,
     /// The `Host` value (required in HTTP/1.1; may be empty).
-    pub host: Option<String>,
+    pub host: Option<&'a str>,
 }
 
-impl RequestHead {
+impl<'a> RequestHead<'a> {
     /// Whether the method is idempotent (RFC 9110 §9.2.2), so a request that
     /// failed before any response byte may be retried on another server.
     pub fn idempotent(&self) -> bool {
         matches!(
-            self.method.as_str(),
+            self.method,
             "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
         )
     }
@@ -50,7 +51,7 @@ impl RequestHead {
     }
 
     /// The first field called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         fields::values(&self.headers, name).next()
     }
 }
@@ -67,7 +68,10 @@ const fn bad(reason: &'static str) -> HeadError {
 /// exactly that capacity never waits forever); a request-target longer than
 /// `limits.uri_bytes` is 414 as soon as it is seen. Bytes after the head
 /// (body, pipelined requests) are not looked at.
-pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+pub fn parse_request<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+) -> Result<Option<RequestHead<'a>>, HeadError> {
     let window = buf.get(..limits.header_bytes).unwrap_or(buf);
     let mut slots = fields::HeaderSlots::new();
     let slots = slots.get(limits.headers);
@@ -101,11 +105,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
     if fields::has_obs_fold(window.get(..head_len).unwrap_or(window)) {
         return Err(bad("obsolete line folding"));
     }
-    let headers: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
+    let headers: Vec<Field<'a>> = req.headers.iter().map(|h| (h.name, h.value)).collect();
     let body = body_kind(&headers, version)?;
     let host = host(&headers, version)?;
     let close = fields::has_token(&headers, "connection", b"close");
@@ -123,8 +123,8 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         None
     };
     Ok(Some(RequestHead {
-        method: method.to_owned(),
-        uri: uri.to_owned(),
+        method,
+        uri,
         version,
         headers,
         head_len,
@@ -154,7 +154,7 @@ fn parse_error(e: httparse::Error, window: &[u8]) -> HeadError {
 
 /// RFC 9112 §6.3 for requests: chunked, else Content-Length, else no body;
 /// anything ambiguous is refused.
-fn body_kind(headers: &[(String, Vec<u8>)], version: Version) -> Result<BodyKind, HeadError> {
+fn body_kind(headers: &Fields<'_>, version: Version) -> Result<BodyKind, HeadError> {
     let framing = fields::framing(headers).map_err(bad)?;
     match (framing.length, framing.coding) {
         (Some(_), Some(_)) => Err(bad("both Content-Length and Transfer-Encoding")),
@@ -170,7 +170,7 @@ fn body_kind(headers: &[(String, Vec<u8>)], version: Version) -> Result<BodyKind
 
 /// The single `Host` value (RFC 9112 §3.2): required in HTTP/1.1, never
 /// repeated, made of URI authority characters.
-fn host(headers: &[(String, Vec<u8>)], version: Version) -> Result<Option<String>, HeadError> {
+fn host<'a>(headers: &Fields<'a>, version: Version) -> Result<Option<&'a str>, HeadError> {
     let mut hosts = fields::values(headers, "host");
     let Some(value) = hosts.next() else {
         return match version {
@@ -186,11 +186,11 @@ fn host(headers: &[(String, Vec<u8>)], version: Version) -> Result<Option<String
         return Err(bad("invalid Host"));
     }
     let value = std::str::from_utf8(value).map_err(|_| bad("invalid Host"))?;
-    Ok(Some(value.to_owned()))
+    Ok(Some(value))
 }
 
 /// Every `Upgrade` value joined as one list, if it is printable ASCII.
-fn upgrade_value(headers: &[(String, Vec<u8>)]) -> Option<String> {
+fn upgrade_value(headers: &Fields<'_>) -> Option<String> {
     let mut out = String::new();
     for v in fields::values(headers, "upgrade") {
         let v = std::str::from_utf8(v).ok()?;
@@ -215,11 +215,11 @@ fn upgrade_value(headers: &[(String, Vec<u8>)]) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn parse(raw: &[u8]) -> Result<Option<RequestHead>, HeadError> {
+    fn parse(raw: &[u8]) -> Result<Option<RequestHead<'_>>, HeadError> {
         parse_request(raw, &Limits::default())
     }
 
-    fn head(raw: &[u8]) -> RequestHead {
+    fn head(raw: &[u8]) -> RequestHead<'_> {
         match parse(raw) {
             Ok(Some(h)) => h,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
@@ -238,11 +238,11 @@ mod tests {
     #[test]
     fn a_simple_get_is_parsed_with_names_in_their_original_case() {
         let h = head(GET);
-        assert_eq!((h.method.as_str(), h.uri.as_str()), ("GET", "/a?b=c"));
+        assert_eq!((h.method, h.uri), ("GET", "/a?b=c"));
         assert_eq!(h.version, Version::Http11);
         assert_eq!(h.head_len, GET.len());
-        assert_eq!(h.headers[1], ("X-Custom".to_string(), b"v1".to_vec()));
-        assert_eq!(h.host.as_deref(), Some("example.com"));
+        assert_eq!(h.headers[1], ("X-Custom", &b"v1"[..]));
+        assert_eq!(h.host, Some("example.com"));
         assert_eq!(h.header("x-custom"), Some(&b"v1"[..]));
         assert_eq!(h.body, BodyKind::None);
         assert!(h.keep_alive && !h.expect_continue && h.upgrade.is_none());
@@ -406,12 +406,9 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"), 400);
         assert_eq!(head(b"GET / HTTP/1.0\r\n\r\n").host, None);
-        assert_eq!(
-            head(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host.as_deref(),
-            Some("")
-        );
+        assert_eq!(head(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host, Some(""));
         let h = head(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
-        assert_eq!(h.host.as_deref(), Some("[::1]:8080"));
+        assert_eq!(h.host, Some("[::1]:8080"));
     }
 
     #[test]

@@ -4,20 +4,20 @@
 //! [`HeadError`] with status 502: the client gets an error, never a response
 //! we might have split wrongly.
 
-use super::fields::{self, Coding};
+use super::fields::{self, Coding, Field, Fields};
 use super::{BodyKind, HeadError, Limits, Version};
 
-/// A parsed response head; owns its bytes.
+/// A parsed response head, borrowed from the bytes it was parsed from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResponseHead {
+pub struct ResponseHead<'a> {
     /// The server's protocol version.
     pub version: Version,
     /// The status code, 100..=599.
     pub status: u16,
     /// The reason phrase as sent (empty when absent or not ASCII).
-    pub reason: String,
+    pub reason: &'a str,
     /// Every field in order, name case as sent, value OWS-trimmed.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<Field<'a>>,
     /// Bytes of the head, final CRLFCRLF included.
     pub head_len: usize,
     /// How the body is delimited.
@@ -27,7 +27,7 @@ pub struct ResponseHead {
     pub keep_alive: bool,
 }
 
-impl ResponseHead {
+impl<'a> ResponseHead<'a> {
     /// A 1xx other than 101 (e.g. `100 Continue`): forward it, then expect
     /// another head for the same request.
     pub fn is_interim(&self) -> bool {
@@ -41,7 +41,7 @@ impl ResponseHead {
     }
 
     /// The first field called `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
         fields::values(&self.headers, name).next()
     }
 }
@@ -56,11 +56,11 @@ const fn bad(reason: &'static str) -> HeadError {
 ///
 /// `Ok(None)`: incomplete. Limits are those of [`super::parse_request`]
 /// (`uri_bytes` aside); exceeding them is 502.
-pub fn parse_response(
-    buf: &[u8],
+pub fn parse_response<'a>(
+    buf: &'a [u8],
     limits: &Limits,
     request_method_is_head: bool,
-) -> Result<Option<ResponseHead>, HeadError> {
+) -> Result<Option<ResponseHead<'a>>, HeadError> {
     let window = buf.get(..limits.header_bytes).unwrap_or(buf);
     let mut slots = fields::HeaderSlots::new();
     let slots = slots.get(limits.headers);
@@ -89,11 +89,7 @@ pub fn parse_response(
     if fields::has_obs_fold(window.get(..head_len).unwrap_or(window)) {
         return Err(bad("obsolete line folding"));
     }
-    let headers: Vec<(String, Vec<u8>)> = resp
-        .headers
-        .iter()
-        .map(|h| (h.name.to_owned(), h.value.to_vec()))
-        .collect();
+    let headers: Vec<Field<'a>> = resp.headers.iter().map(|h| (h.name, h.value)).collect();
     let body = body_kind(&headers, version, status, request_method_is_head)?;
     let close = fields::has_token(&headers, "connection", b"close");
     let persistent = match version {
@@ -104,7 +100,7 @@ pub fn parse_response(
     Ok(Some(ResponseHead {
         version,
         status,
-        reason: reason.to_owned(),
+        reason,
         headers,
         head_len,
         body,
@@ -133,7 +129,7 @@ fn parse_error(e: httparse::Error, window: &[u8]) -> HeadError {
 /// allows TE to win but calls it a likely splitting attempt), and so is TE
 /// from an HTTP/1.0 server (its framing is "faulty").
 fn body_kind(
-    headers: &[(String, Vec<u8>)],
+    headers: &Fields<'_>,
     version: Version,
     status: u16,
     head: bool,
@@ -158,11 +154,11 @@ fn body_kind(
 mod tests {
     use super::*;
 
-    fn parse(raw: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
+    fn parse(raw: &[u8]) -> Result<Option<ResponseHead<'_>>, HeadError> {
         parse_response(raw, &Limits::default(), false)
     }
 
-    fn head(raw: &[u8]) -> ResponseHead {
+    fn head(raw: &[u8]) -> ResponseHead<'_> {
         match parse(raw) {
             Ok(Some(h)) => h,
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
@@ -182,7 +178,7 @@ mod tests {
     fn a_response_with_content_length_is_parsed() {
         let h = head(OK);
         assert_eq!(
-            (h.version, h.status, h.reason.as_str()),
+            (h.version, h.status, h.reason),
             (Version::Http11, 200, "OK")
         );
         assert_eq!((h.head_len, h.body), (OK.len(), BodyKind::Length(5)));

@@ -42,7 +42,7 @@ const HOP_BY_HOP: [&str; 6] = [
 
 /// Whether a field must not be forwarded: a fixed hop-by-hop field or one
 /// named in `Connection` — except framing fields and `Host`.
-fn is_hop_by_hop(name: &str, all: &Fields) -> bool {
+fn is_hop_by_hop(name: &str, all: &Fields<'_>) -> bool {
     if ["content-length", "transfer-encoding", "host"]
         .iter()
         .any(|f| name.eq_ignore_ascii_case(f))
@@ -61,7 +61,7 @@ fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// The non-empty values of every field called `name`, each followed by ", ".
-fn prior_values(out: &mut Vec<u8>, all: &Fields, name: &str) {
+fn prior_values(out: &mut Vec<u8>, all: &Fields<'_>, name: &str) {
     for v in fields::values(all, name) {
         let v = fields::trim_ows(v);
         if !v.is_empty() {
@@ -77,14 +77,14 @@ fn prior_values(out: &mut Vec<u8>, all: &Fields, name: &str) {
 /// end-to-end fields in order, then `X-Forwarded-For`, `X-Forwarded-Proto`,
 /// `Forwarded` as asked, then `Connection: upgrade` + `Upgrade` when
 /// `fwd.upgrade` and the client asked for one.
-pub fn write_request(head: &RequestHead, out: &mut Vec<u8>, fwd: &Forwarding<'_>) {
+pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding<'_>) {
     let all = head.headers.as_slice();
     let client = fwd.client_ip.to_canonical();
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.uri.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in all {
+    for &(name, value) in all {
         let replaced = (fwd.xff && name.eq_ignore_ascii_case("x-forwarded-for"))
             || (fwd.xfp && name.eq_ignore_ascii_case("x-forwarded-proto"))
             || (fwd.forwarded && name.eq_ignore_ascii_case("forwarded"));
@@ -127,7 +127,7 @@ pub fn write_request(head: &RequestHead, out: &mut Vec<u8>, fwd: &Forwarding<'_>
 /// connection must close after it: this writes `Connection: close` for it
 /// whatever `client_keep_alive` says, and the caller must close.
 pub fn write_response(
-    head: &ResponseHead,
+    head: &ResponseHead<'_>,
     out: &mut Vec<u8>,
     client_keep_alive: bool,
     client_version: Version,
@@ -135,7 +135,7 @@ pub fn write_response(
     let all = head.headers.as_slice();
     let _ = write!(out, "HTTP/1.1 {:03} {}\r\n", head.status, head.reason);
     let switching = head.is_switching_protocols();
-    for (name, value) in all {
+    for &(name, value) in all {
         let tunnel_field =
             name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("upgrade");
         if (switching && tunnel_field) || !is_hop_by_hop(name, all) {

@@ -30,6 +30,14 @@ pub struct Half {
     pub bytes: u64,
 }
 
+/// Makes `out` a head buffer from the pool when it has no capacity (the
+/// direction held nothing), so writing a head does not regrow it.
+pub fn head_room(out: &mut Vec<u8>, pool: &mut Pool) {
+    if out.capacity() == 0 {
+        *out = pool.take_head();
+    }
+}
+
 impl Half {
     /// The bytes read and not yet classified (a head being parsed, or body
     /// bytes the framing tracker has not counted yet).
@@ -228,13 +236,15 @@ impl Half {
         self.out_pos = 0;
     }
 
-    /// The head buffer to append a head to (one from the pool when this
-    /// direction holds none).
-    pub fn head_out(&mut self, pool: &mut Pool) -> &mut Vec<u8> {
-        if self.out.capacity() == 0 {
-            self.out = pool.take_head();
-        }
-        &mut self.out
+    /// The unclassified bytes (a head to parse) together with the head
+    /// buffer its rewrite goes to: the parsed head borrows the first while
+    /// it is written into the second.
+    pub fn input_and_out(&mut self) -> (&[u8], &mut Vec<u8>) {
+        let input = self
+            .buf
+            .get(self.start + self.pass..self.end)
+            .unwrap_or(&[]);
+        (input, &mut self.out)
     }
 
     /// Gives the buffers back to the pool when nothing is held (an idle

@@ -24,7 +24,7 @@ use super::buffer::Pool;
 use super::session::{Counters, Io, Step};
 use crate::config::ListenConfig;
 use crate::http::{self, BodyKind, BodyTracker, Version};
-use half::Half;
+use half::{Half, head_room};
 use mio::net::TcpStream;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -302,34 +302,41 @@ impl HttpSession {
         let limits = limits_of(io.listen);
         loop {
             match self.state {
-                State::Head => match http::parse_request(self.up.unclassified(), &limits) {
-                    Ok(Some(head)) => {
-                        self.start_request(&head, io, pool);
-                        self.up.consume(head.head_len);
-                        return Ok(Run::Loop(Step::Dispatch));
+                State::Head => {
+                    let (input, out) = self.up.input_and_out();
+                    match http::parse_request(input, &limits) {
+                        Ok(Some(head)) => {
+                            head_room(out, pool);
+                            out.clear();
+                            let (ex, key, route) = start_request(&head, out, io, self.draining);
+                            let head_len = head.head_len;
+                            self.begin(ex, key, route);
+                            self.up.consume(head_len);
+                            return Ok(Run::Loop(Step::Dispatch));
+                        }
+                        Ok(None) => {
+                            if self.up.eof {
+                                return Ok(Run::Finished);
+                            }
+                            let was_empty = self.up.unclassified().is_empty();
+                            if was_empty && self.requests > 0 {
+                                self.up.shrink_if_empty(pool);
+                                self.down.shrink_if_empty(pool);
+                            }
+                            if !self.up.read_from(io.client, io.client_ready, cap, pool)? {
+                                return Ok(Run::Open);
+                            }
+                            if was_empty && self.requests > 0 {
+                                self.head_since = io.now;
+                            }
+                        }
+                        Err(e) => {
+                            if !self.answer(e.status, counters) {
+                                return Ok(Run::Finished);
+                            }
+                        }
                     }
-                    Ok(None) => {
-                        if self.up.eof {
-                            return Ok(Run::Finished);
-                        }
-                        let was_empty = self.up.unclassified().is_empty();
-                        if was_empty && self.requests > 0 {
-                            self.up.shrink_if_empty(pool);
-                            self.down.shrink_if_empty(pool);
-                        }
-                        if !self.up.read_from(io.client, io.client_ready, cap, pool)? {
-                            return Ok(Run::Open);
-                        }
-                        if was_empty && self.requests > 0 {
-                            self.head_since = io.now;
-                        }
-                    }
-                    Err(e) => {
-                        if !self.answer(e.status, counters) {
-                            return Ok(Run::Finished);
-                        }
-                    }
-                },
+                }
                 State::Wait => {
                     if io.upstream.server.is_none() {
                         return Ok(Run::Open);
@@ -398,38 +405,14 @@ impl HttpSession {
         }
     }
 
-    fn start_request(&mut self, head: &http::RequestHead, io: &mut Io<'_>, pool: &mut Pool) {
+    /// A request head was parsed (its rewrite is out): its exchange starts.
+    fn begin(&mut self, ex: Exchange, key: Option<u64>, route: usize) {
         self.requests += 1;
         self.server_failed = false;
-        let http_conf = &io.listen.http;
-        self.key = key::of(&http_conf.hash_key, head);
-        self.pool = route::pool_for(&io.listen.routes, head);
-        let fwd = http::Forwarding {
-            client_ip: io.client_addr.ip(),
-            proto: "http",
-            xff: http_conf.forwarded.xff,
-            xfp: http_conf.forwarded.xfp,
-            forwarded: http_conf.forwarded.rfc7239,
-            upgrade: head.upgrade.is_some(),
-        };
-        let out = self.up.head_out(pool);
-        out.clear();
-        http::write_request(head, out, &fwd);
-        let idempotent = head.idempotent();
-        self.retry_copy = idempotent.then(Vec::new);
-        self.ex = Some(Exchange {
-            head_method: head.method.eq_ignore_ascii_case("HEAD"),
-            idempotent,
-            keep_alive: head.keep_alive && !self.draining,
-            version: head.version,
-            upgrade: head.upgrade.is_some(),
-            req_body: BodyTracker::new(head.body),
-            req_done: matches!(head.body, BodyKind::None | BodyKind::Length(0)),
-            resp: None,
-            answered: false,
-            client_started: false,
-            server_since: io.now,
-        });
+        self.key = key;
+        self.pool = route;
+        self.retry_copy = ex.idempotent.then(Vec::new);
+        self.ex = Some(ex);
         self.state = State::Wait;
     }
 
@@ -501,39 +484,37 @@ impl HttpSession {
                 }
             }
             if ex.resp.is_none() {
-                match http::parse_response(self.down.unclassified(), &limits, ex.head_method) {
+                let (input, out) = self.down.input_and_out();
+                match http::parse_response(input, &limits, ex.head_method) {
                     Ok(Some(head)) => {
                         ex.answered = true;
                         ex.client_started = true;
                         progress = true;
-                        let raw_len = head.head_len;
-                        if head.status == 101 && ex.upgrade {
-                            http::write_response(&head, self.down.head_out(pool), true, ex.version);
+                        let (raw_len, status) = (head.head_len, head.status);
+                        head_room(out, pool);
+                        if status == 101 && ex.upgrade {
+                            http::write_response(&head, out, true, ex.version);
                             self.down.consume(raw_len);
-                            counters.response_of(io.upstream.server_id, head.status);
+                            counters.response_of(io.upstream.server_id, status);
                             self.state = State::Tunnel;
                             return Ok(Some(Run::Again));
                         }
                         if head.is_interim() {
-                            http::write_response(&head, self.down.head_out(pool), true, ex.version);
+                            http::write_response(&head, out, true, ex.version);
                             self.down.consume(raw_len);
                             continue;
                         }
                         let until_close = matches!(head.body, BodyKind::UntilClose);
                         ex.keep_alive = ex.keep_alive && !until_close && !self.draining;
-                        http::write_response(
-                            &head,
-                            self.down.head_out(pool),
-                            ex.keep_alive,
-                            ex.version,
-                        );
+                        http::write_response(&head, out, ex.keep_alive, ex.version);
+                        let (body, keep_alive) = (head.body, head.keep_alive);
                         self.down.consume(raw_len);
-                        counters.response_of(io.upstream.server_id, head.status);
-                        let done = matches!(head.body, BodyKind::None | BodyKind::Length(0));
+                        counters.response_of(io.upstream.server_id, status);
+                        let done = matches!(body, BodyKind::None | BodyKind::Length(0));
                         ex.resp = Some(Response {
-                            body: BodyTracker::new(head.body),
+                            body: BodyTracker::new(body),
                             done,
-                            keep_alive: head.keep_alive,
+                            keep_alive,
                         });
                     }
                     Ok(None) => {
@@ -624,6 +605,42 @@ enum Failure {
     BadRequestBody,
     /// The server: retried, answered 502, or the connection ends.
     Server,
+}
+
+/// What a parsed request head starts: writes its rewrite to `out` and
+/// returns its exchange, balancing key and route (server pool).
+fn start_request(
+    head: &http::RequestHead<'_>,
+    out: &mut Vec<u8>,
+    io: &Io<'_>,
+    draining: bool,
+) -> (Exchange, Option<u64>, usize) {
+    let http_conf = &io.listen.http;
+    let key = key::of(&http_conf.hash_key, head);
+    let route = route::pool_for(&io.listen.routes, head);
+    let fwd = http::Forwarding {
+        client_ip: io.client_addr.ip(),
+        proto: "http",
+        xff: http_conf.forwarded.xff,
+        xfp: http_conf.forwarded.xfp,
+        forwarded: http_conf.forwarded.rfc7239,
+        upgrade: head.upgrade.is_some(),
+    };
+    http::write_request(head, out, &fwd);
+    let ex = Exchange {
+        head_method: head.method.eq_ignore_ascii_case("HEAD"),
+        idempotent: head.idempotent(),
+        keep_alive: head.keep_alive && !draining,
+        version: head.version,
+        upgrade: head.upgrade.is_some(),
+        req_body: BodyTracker::new(head.body),
+        req_done: matches!(head.body, BodyKind::None | BodyKind::Length(0)),
+        resp: None,
+        answered: false,
+        client_started: false,
+        server_since: io.now,
+    };
+    (ex, key, route)
 }
 
 /// The parser's limits from the listen's `limits` table.

@@ -11,8 +11,8 @@ pub fn pool_for(routes: &[RouteConfig], head: &RequestHead) -> usize {
     if routes.is_empty() {
         return 0;
     }
-    let host = head.host.as_deref().map(host_only).unwrap_or_default();
-    let path = path_of(&head.uri);
+    let host = head.host.map(host_only).unwrap_or_default();
+    let path = path_of(head.uri);
     routes
         .iter()
         .find(|r| {
