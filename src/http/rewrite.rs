@@ -71,6 +71,45 @@ fn prior_values(out: &mut Vec<u8>, all: &Fields<'_>, name: &str) {
     }
 }
 
+/// Appends `ip` as `Display` writes it: IPv4 digits by hand (once per
+/// request, where the formatting machinery costs more than the rest of the
+/// field), IPv6 through `Display`.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends a status code as `{:03}` writes it (three digits for every
+/// status the parser accepts, 100..=599).
+fn push_status(out: &mut Vec<u8>, status: u16) {
+    if status < 1000 {
+        // Each digit is below 10, so the casts cannot truncate.
+        out.push(b'0' + (status / 100) as u8);
+        out.push(b'0' + (status / 10 % 10) as u8);
+        out.push(b'0' + (status % 10) as u8);
+    } else {
+        let _ = write!(out, "{status}");
+    }
+}
+
 /// Appends the request head to send to the server: the request line as
 /// HTTP/1.1 (whatever the client spoke: the proxy owns each connection's
 /// persistence, and HTTP/1.1's default keep-alive needs no field), the
@@ -92,11 +131,11 @@ pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding
             field(out, name, value);
         }
     }
-    // Writing into a Vec cannot fail: the io::Results below are always Ok.
     if fwd.xff {
         out.extend_from_slice(b"X-Forwarded-For: ");
         prior_values(out, all, "x-forwarded-for");
-        let _ = write!(out, "{client}\r\n");
+        push_ip(out, client);
+        out.extend_from_slice(b"\r\n");
     }
     if fwd.xfp {
         field(out, "X-Forwarded-Proto", fwd.proto.as_bytes());
@@ -104,11 +143,18 @@ pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding
     if fwd.forwarded {
         out.extend_from_slice(b"Forwarded: ");
         prior_values(out, all, "forwarded");
-        let _ = match client {
-            IpAddr::V4(ip) => write!(out, "for={ip}"),
-            IpAddr::V6(ip) => write!(out, "for=\"[{ip}]\""),
-        };
-        let _ = write!(out, ";proto={}\r\n", fwd.proto);
+        out.extend_from_slice(b"for=");
+        match client {
+            IpAddr::V4(_) => push_ip(out, client),
+            IpAddr::V6(_) => {
+                out.extend_from_slice(b"\"[");
+                push_ip(out, client);
+                out.extend_from_slice(b"]\"");
+            }
+        }
+        out.extend_from_slice(b";proto=");
+        out.extend_from_slice(fwd.proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     if let Some(protocol) = head.upgrade.as_deref().filter(|_| fwd.upgrade) {
         out.extend_from_slice(b"Connection: upgrade\r\n");
@@ -133,7 +179,11 @@ pub fn write_response(
     client_version: Version,
 ) {
     let all = head.headers.as_slice();
-    let _ = write!(out, "HTTP/1.1 {:03} {}\r\n", head.status, head.reason);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_status(out, head.status);
+    out.push(b' ');
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let switching = head.is_switching_protocols();
     for &(name, value) in all {
         let tunnel_field =
@@ -360,6 +410,29 @@ mod tests {
             response(raw, true, Version::Http11),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn ip_addresses_and_statuses_are_written_as_display_writes_them() {
+        let v4s = [
+            Ipv4Addr::new(0, 0, 0, 0),
+            Ipv4Addr::new(9, 10, 99, 100),
+            Ipv4Addr::new(255, 254, 200, 101),
+            Ipv4Addr::new(127, 0, 0, 1),
+        ];
+        for ip in v4s.map(IpAddr::V4).into_iter().chain([
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+        ]) {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string().as_bytes());
+        }
+        for status in [0, 7, 42, 100, 204, 599, 999, 1000, u16::MAX] {
+            let mut out = Vec::new();
+            push_status(&mut out, status);
+            assert_eq!(out, format!("{status:03}").as_bytes());
+        }
     }
 
     #[test]
