@@ -168,6 +168,24 @@ fn body_kind(headers: &Fields<'_>, version: Version) -> Result<BodyKind, HeadErr
     }
 }
 
+/// The bytes a `Host` value may hold (URI authority characters), as a table:
+/// one lookup per byte instead of a search through the list.
+const AUTHORITY: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~%!$&'()*+,;=:[]";
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// The single `Host` value (RFC 9112 §3.2): required in HTTP/1.1, never
 /// repeated, made of URI authority characters.
 fn host<'a>(headers: &Fields<'a>, version: Version) -> Result<Option<&'a str>, HeadError> {
@@ -181,8 +199,7 @@ fn host<'a>(headers: &Fields<'a>, version: Version) -> Result<Option<&'a str>, H
     if hosts.next().is_some() {
         return Err(bad("more than one Host"));
     }
-    let authority_char = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
-    if !value.iter().all(authority_char) {
+    if !value.iter().all(|&b| AUTHORITY[usize::from(b)]) {
         return Err(bad("invalid Host"));
     }
     let value = std::str::from_utf8(value).map_err(|_| bad("invalid Host"))?;
@@ -409,6 +426,14 @@ mod tests {
         assert_eq!(head(b"GET / HTTP/1.1\r\nHost:\r\n\r\n").host, Some(""));
         let h = head(b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n");
         assert_eq!(h.host, Some("[::1]:8080"));
+    }
+
+    #[test]
+    fn the_host_table_holds_exactly_the_authority_characters() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b);
+            assert_eq!(AUTHORITY[usize::from(b)], expected, "byte {b}");
+        }
     }
 
     #[test]

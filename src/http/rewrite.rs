@@ -40,17 +40,49 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
+/// The `Connection` fields of a head, looked up once per head rather than
+/// once per field: whether it lists a field name (most heads have at most
+/// one `Connection` field).
+struct Listed<'h, 'a> {
+    all: &'h Fields<'a>,
+    first: Option<&'a [u8]>,
+    several: bool,
+}
+
+impl<'h, 'a> Listed<'h, 'a> {
+    fn of(all: &'h Fields<'a>) -> Self {
+        let mut values = fields::values(all, "connection");
+        let first = values.next();
+        let several = values.next().is_some();
+        Listed {
+            all,
+            first,
+            several,
+        }
+    }
+
+    /// Whether a `Connection` field lists `name` (ASCII case-insensitive).
+    fn lists(&self, name: &str) -> bool {
+        match self.first {
+            None => false,
+            Some(v) if !self.several => {
+                fields::elements(v).any(|e| e.eq_ignore_ascii_case(name.as_bytes()))
+            }
+            Some(_) => fields::has_token(self.all, "connection", name.as_bytes()),
+        }
+    }
+}
+
 /// Whether a field must not be forwarded: a fixed hop-by-hop field or one
 /// named in `Connection` — except framing fields and `Host`.
-fn is_hop_by_hop(name: &str, all: &Fields<'_>) -> bool {
+fn is_hop_by_hop(name: &str, connection: &Listed<'_, '_>) -> bool {
     if ["content-length", "transfer-encoding", "host"]
         .iter()
         .any(|f| name.eq_ignore_ascii_case(f))
     {
         return false;
     }
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || fields::has_token(all, "connection", name.as_bytes())
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || connection.lists(name)
 }
 
 fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -118,6 +150,7 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
 /// `fwd.upgrade` and the client asked for one.
 pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding<'_>) {
     let all = head.headers.as_slice();
+    let connection = Listed::of(all);
     let client = fwd.client_ip.to_canonical();
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
@@ -127,7 +160,7 @@ pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding
         let replaced = (fwd.xff && name.eq_ignore_ascii_case("x-forwarded-for"))
             || (fwd.xfp && name.eq_ignore_ascii_case("x-forwarded-proto"))
             || (fwd.forwarded && name.eq_ignore_ascii_case("forwarded"));
-        if !replaced && !is_hop_by_hop(name, all) {
+        if !replaced && !is_hop_by_hop(name, &connection) {
             field(out, name, value);
         }
     }
@@ -179,6 +212,7 @@ pub fn write_response(
     client_version: Version,
 ) {
     let all = head.headers.as_slice();
+    let connection = Listed::of(all);
     out.extend_from_slice(b"HTTP/1.1 ");
     push_status(out, head.status);
     out.push(b' ');
@@ -188,7 +222,7 @@ pub fn write_response(
     for &(name, value) in all {
         let tunnel_field =
             name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("upgrade");
-        if (switching && tunnel_field) || !is_hop_by_hop(name, all) {
+        if (switching && tunnel_field) || !is_hop_by_hop(name, &connection) {
             field(out, name, value);
         }
     }
@@ -261,6 +295,16 @@ mod tests {
         assert_eq!(
             request(raw, &fwd(V4)),
             "GET / HTTP/1.1\r\nHost: h\r\nX-Kept: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn fields_named_in_any_of_several_connection_fields_are_removed() {
+        let raw = "GET / HTTP/1.1\r\nHost: h\r\nConnection: X-A\r\nX-A: 1\r\nX-B: 2\r\n\
+                   connection: keep-alive, x-b\r\nX-C: 3\r\n\r\n";
+        assert_eq!(
+            request(raw, &fwd(V4)),
+            "GET / HTTP/1.1\r\nHost: h\r\nX-C: 3\r\n\r\n"
         );
     }
 
