@@ -112,7 +112,8 @@ pub struct HttpSession {
     head_since: Instant,
     /// Requests parsed on this connection.
     requests: u64,
-    /// A copy of what the current request's server was sent (retries).
+    /// A copy of what the current request's server was sent (retries); its
+    /// buffer comes from the pool's head buffers and goes back there.
     retry_copy: Option<Vec<u8>>,
     /// A server failed this request after it was sent (answer 502, not 503).
     server_failed: bool,
@@ -295,6 +296,9 @@ impl HttpSession {
     pub fn release(&mut self, pool: &mut Pool) {
         self.up.release(pool);
         self.down.release(pool);
+        if let Some(copy) = self.retry_copy.take() {
+            pool.give_head(copy);
+        }
     }
 
     fn run(&mut self, io: &mut Io<'_>, pool: &mut Pool, counters: &Counters) -> io::Result<Run> {
@@ -310,7 +314,7 @@ impl HttpSession {
                             out.clear();
                             let (ex, key, route) = start_request(&head, out, io, self.draining);
                             let head_len = head.head_len;
-                            self.begin(ex, key, route);
+                            self.begin(ex, key, route, pool);
                             self.up.consume(head_len);
                             return Ok(Run::Loop(Step::Dispatch));
                         }
@@ -406,12 +410,15 @@ impl HttpSession {
     }
 
     /// A request head was parsed (its rewrite is out): its exchange starts.
-    fn begin(&mut self, ex: Exchange, key: Option<u64>, route: usize) {
+    fn begin(&mut self, ex: Exchange, key: Option<u64>, route: usize, pool: &mut Pool) {
         self.requests += 1;
         self.server_failed = false;
         self.key = key;
         self.pool = route;
-        self.retry_copy = ex.idempotent.then(Vec::new);
+        if let Some(old) = self.retry_copy.take() {
+            pool.give_head(old);
+        }
+        self.retry_copy = ex.idempotent.then(|| pool.take_head());
         self.ex = Some(ex);
         self.state = State::Wait;
     }
@@ -568,7 +575,9 @@ impl HttpSession {
                 };
                 self.head_since = io.now;
                 self.ex = None;
-                self.retry_copy = None;
+                if let Some(copy) = self.retry_copy.take() {
+                    pool.give_head(copy);
+                }
                 return Ok(Some(Run::Loop(Step::Detach { reuse })));
             }
             if !progress {
