@@ -147,7 +147,9 @@ fn push_status(out: &mut Vec<u8>, status: u16) {
 /// persistence, and HTTP/1.1's default keep-alive needs no field), the
 /// end-to-end fields in order, then `X-Forwarded-For`, `X-Forwarded-Proto`,
 /// `Forwarded` as asked, then `Connection: upgrade` + `Upgrade` when
-/// `fwd.upgrade` and the client asked for one.
+/// `fwd.upgrade` and the client asked for one. An HTTP/1.0 request without
+/// `Host` gets an empty one first: HTTP/1.1 requires the field, and a server
+/// must answer 400 to a request without it (RFC 9112 §3.2).
 pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding<'_>) {
     let all = head.headers.as_slice();
     let connection = Listed::of(all);
@@ -156,6 +158,9 @@ pub fn write_request(head: &RequestHead<'_>, out: &mut Vec<u8>, fwd: &Forwarding
     out.push(b' ');
     out.extend_from_slice(head.uri.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    if head.host.is_none() {
+        field(out, "Host", b"");
+    }
     for &(name, value) in all {
         let replaced = (fwd.xff && name.eq_ignore_ascii_case("x-forwarded-for"))
             || (fwd.xfp && name.eq_ignore_ascii_case("x-forwarded-proto"))
@@ -285,6 +290,14 @@ mod tests {
             &fwd(V4),
         );
         assert_eq!(out, "GET /x HTTP/1.1\r\nHost: h\r\nA: 1\r\nb: 2\r\n\r\n");
+    }
+
+    #[test]
+    fn an_http_1_0_request_without_host_is_forwarded_with_an_empty_host() {
+        // Found by fuzz/http_request: forwarded as HTTP/1.1 without Host, it
+        // was a request every HTTP/1.1 server must refuse.
+        let out = request("GET /x HTTP/1.0\r\nA: 1\r\n\r\n", &fwd(V4));
+        assert_eq!(out, "GET /x HTTP/1.1\r\nHost: \r\nA: 1\r\n\r\n");
     }
 
     #[test]
