@@ -73,7 +73,7 @@ fn forward(head: &RequestHead, rng: &mut Prng) {
     assert_eq!(again.head_len, out.len());
     assert_eq!((&again.method, &again.uri), (&head.method, &head.uri));
     // An HTTP/1.0 request without Host is given an empty one.
-    let host = head.host.clone().or_else(|| Some(String::new()));
+    let host = head.host.or(Some(""));
     assert_eq!(again.host, host);
     assert_eq!(again.body, head.body, "forwarding changed the body framing");
     if fwd.upgrade {
