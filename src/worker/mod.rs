@@ -14,6 +14,7 @@
 pub mod buffer;
 pub mod conn;
 mod dispatch;
+mod expiry;
 pub mod http;
 pub mod idle;
 pub mod session;
@@ -28,7 +29,6 @@ use crate::config::Config;
 use crate::control::{FromWorker, ToWorker};
 use crate::netutil::is_local_shortage;
 use crate::shm::{self, Region};
-use crate::stats::ConnRow;
 use buffer::Pool;
 use conn::{Conn, ConnectState, Phase};
 use dispatch::Dispatched;
@@ -546,65 +546,6 @@ impl Worker {
         }
     }
 
-    fn fire_timers(&mut self) {
-        while let Some((idx, serial)) = self.timers.pop_due(self.now) {
-            let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
-                continue;
-            };
-            if conn.serial != serial {
-                continue;
-            }
-            let listen = &self.config.listens[conn.listen];
-            match conn.phase {
-                Phase::Queued { deadline } => {
-                    if self.now >= deadline {
-                        // Its queue entry goes stale (skipped when reached).
-                        let rt = &self.listens[conn.listen];
-                        self.region
-                            .slot_server(self.slot, rt.base)
-                            .queued
-                            .fetch_sub(1, Relaxed);
-                        self.region.server(rt.base).refused.fetch_add(1, Relaxed);
-                        self.no_server(idx);
-                    }
-                }
-                Phase::Connecting { deadline } => {
-                    if self.now >= deadline {
-                        self.connect_failed(idx);
-                    }
-                }
-                Phase::Active => {
-                    conn.armed = None;
-                    let own = conn.session.deadline(listen);
-                    if own.is_some_and(|d| self.now >= d) {
-                        let counters = Counters {
-                            region: &self.region,
-                            slot: self.slot,
-                            base: self.listens[conn.listen].base,
-                        };
-                        if conn
-                            .session
-                            .on_timeout(&mut conn.client, &counters, self.now)
-                        {
-                            self.close(idx, true);
-                        } else {
-                            self.progress(idx);
-                        }
-                        continue;
-                    }
-                    let due = conn.last_active + listen.timeouts.idle;
-                    if self.now >= due {
-                        self.close(idx, false);
-                    } else {
-                        let next = own.map_or(due, |d| d.min(due));
-                        conn.armed = Some(next);
-                        self.timers.push(next, idx, serial);
-                    }
-                }
-            }
-        }
-    }
-
     /// Drops a connection: both sockets closed (the kernel removes them from
     /// epoll), buffers back to the pool, counters updated.
     fn close(&mut self, idx: usize, error: bool) {
@@ -631,66 +572,5 @@ impl Worker {
         }
         self.live -= 1;
         self.freed.push(idx);
-    }
-
-    /// A client over its listen's per-client limit: counted per listen, and
-    /// logged at most once a second (with how many went unlogged).
-    fn refuse_client(
-        &mut self,
-        listen: usize,
-        addr: std::net::SocketAddr,
-        why: crate::limits::Refusal,
-    ) {
-        let l = &self.config.listens[listen];
-        let base = self.listens[listen].base;
-        if self.region.servers() > base {
-            self.region.server(base).limited.fetch_add(1, Relaxed);
-        }
-        self.limit_unlogged += 1;
-        if self
-            .limit_logged_at
-            .is_none_or(|t| self.now.duration_since(t) >= Duration::from_secs(1))
-        {
-            eprintln!(
-                "lbctl worker {}: listen {}: refused {} ({}){}",
-                self.pid,
-                l.name,
-                addr.ip(),
-                why.word(),
-                if self.limit_unlogged > 1 {
-                    format!("; {} refused since the last line", self.limit_unlogged)
-                } else {
-                    String::new()
-                }
-            );
-            self.limit_logged_at = Some(self.now);
-            self.limit_unlogged = 0;
-        }
-    }
-
-    fn connection_rows(&self) -> Vec<ConnRow> {
-        self.conns
-            .iter()
-            .flatten()
-            .map(|c| {
-                let listen = &self.config.listens[c.listen];
-                let (bytes_in, bytes_out) = c.session.bytes();
-                ConnRow {
-                    worker_pid: self.pid,
-                    listen: listen.name.clone(),
-                    client: c.client_addr.to_string(),
-                    server: c
-                        .upstream
-                        .server_id
-                        .and_then(|id| listen.servers.get(id))
-                        .map(|s| s.addr.to_string())
-                        .unwrap_or_default(),
-                    bytes_in,
-                    bytes_out,
-                    age_secs: self.now.duration_since(c.accepted).as_secs(),
-                    state: c.state_name().to_string(),
-                }
-            })
-            .collect()
     }
 }
