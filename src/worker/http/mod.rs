@@ -389,7 +389,7 @@ impl HttpSession {
                         until: io.now + LINGER,
                     };
                     self.up.release(pool);
-                    self.up = Half::default();
+                    self.up.reset();
                 }
                 State::Lingering { .. } => loop {
                     // Read and drop until the client closes (or the linger
