@@ -112,6 +112,18 @@ pub struct ListenConfig {
     /// `max_conns_per_client` and `rate`: limits per client address, global
     /// across the workers.
     pub client_limits: ClientLimits,
+    /// `accept_proxy = true`: every client starts with a PROXY protocol
+    /// header (v1 or v2), whose client address is the one lbctl uses.
+    /// `None` (the default): no header is expected.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// `accept_proxy = true` and `timeouts.proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptProxy {
+    /// `timeouts.proxy`: the header must be complete within this time of
+    /// the accept, else the connection is closed. Default 5s.
+    pub timeout: Duration,
 }
 
 /// Per-client-address limits of a listen.
@@ -379,6 +391,10 @@ pub struct ServerConfig {
     /// The named pool the server belongs to; `None` for the listen's own
     /// `servers` (pool `"default"`).
     pub pool: Option<String>,
+    /// `send_proxy = "v1" | "v2"`: a PROXY protocol header with the client's
+    /// address is written on every connection to the server (health checks
+    /// send v1 `UNKNOWN` / v2 `LOCAL`). `None` (the default): none.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 impl ServerConfig {

@@ -105,6 +105,8 @@ pub struct RawListen {
     pub max_conns_per_client: Option<Spanned<i64>>,
     /// `rate = { conns = 100, per = "1s" }`: new connections per client address.
     pub rate: Option<Spanned<RawRate>>,
+    /// `accept_proxy = true`: clients start with a PROXY protocol header.
+    pub accept_proxy: Option<Spanned<bool>>,
 }
 
 /// `rate = { conns, per }` as written.
@@ -129,6 +131,8 @@ pub struct RawTimeouts {
     pub header: Option<Spanned<String>>,
     /// http: `server = "30s"`.
     pub server: Option<Spanned<String>>,
+    /// `proxy = "5s"` (with `accept_proxy`): time for the PROXY header.
+    pub proxy: Option<Spanned<String>>,
 }
 
 /// `queue = { size, timeout }` as written.
@@ -159,6 +163,8 @@ pub struct RawServer {
     pub slow_start: Option<Spanned<String>>,
     /// `health = {...}`: merged field by field over the listen's.
     pub health: Option<Spanned<RawHealth>>,
+    /// `send_proxy = "v1" | "v2"`.
+    pub send_proxy: Option<Spanned<String>>,
 }
 
 /// `health = {...}` as written, every kind's keys in one flat table.

@@ -11,7 +11,8 @@
 //! (`[[listen]]`), `http.rs` (a listen's `mode = "http"` settings), `pools.rs`
 //! (a listen's own servers and named pools), `server.rs` (one list of
 //! servers), `routes.rs` (`[[listen.route]]`) and `health.rs` (`health`
-//! tables). `located.rs` reads the scalar values (durations, integers, names,
+//! tables), `proxy.rs` (the PROXY protocol keys `accept_proxy`,
+//! `timeouts.proxy`, `send_proxy`). `located.rs` reads the scalar values (durations, integers, names,
 //! addresses) and builds the located errors.
 //!
 //! Decisions beyond the doc comments in `config/mod.rs`:
@@ -52,6 +53,7 @@ mod listen;
 mod located;
 mod master;
 mod pools;
+mod proxy;
 mod routes;
 mod server;
 #[cfg(test)]
