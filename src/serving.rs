@@ -193,6 +193,7 @@ mod tests {
             queued: 0,
             refused: 0,
             limited: 0,
+            proxy: None,
             mode: "tcp".into(),
             requests: 0,
             responses: Classes::default(),

@@ -29,6 +29,12 @@ pub enum Phase {
         /// Connect timeout.
         deadline: Instant,
     },
+    /// `accept_proxy`: waiting for the client's PROXY header, until the
+    /// deadline (`worker/proxy_accept.rs`).
+    ProxyHeader {
+        /// `timeouts.proxy` after the accept.
+        deadline: Instant,
+    },
     /// Connected: the session runs.
     Active,
 }
@@ -56,8 +62,12 @@ pub struct Conn {
     pub listen: usize,
     /// The client socket.
     pub client: TcpStream,
-    /// The client's address.
+    /// The client's address (with `accept_proxy`, the one its PROXY header
+    /// gave, once read).
     pub client_addr: SocketAddr,
+    /// The address the client connected to, as its PROXY header gave it
+    /// (`None`: the client socket's own local address).
+    pub proxy_dst: Option<SocketAddr>,
     client_ready: Ready,
     /// The server side.
     pub upstream: Upstream,
@@ -109,6 +119,7 @@ impl Conn {
             listen,
             client,
             client_addr,
+            proxy_dst: None,
             // The client may already have sent bytes before registration.
             client_ready: Ready {
                 read: true,
@@ -202,6 +213,11 @@ impl Conn {
         }
     }
 
+    /// True once the client closed its side (or the socket failed).
+    pub fn client_closed(&self) -> bool {
+        self.client_ready.read_closed
+    }
+
     /// Runs the session one step (the connection is active).
     pub fn advance(
         &mut self,
@@ -255,6 +271,7 @@ impl Conn {
         match self.phase {
             Phase::Queued { .. } => "queued",
             Phase::Connecting { .. } => "connecting",
+            Phase::ProxyHeader { .. } => "proxy-header",
             Phase::Active => self.session.state_name(),
         }
     }

@@ -29,6 +29,7 @@ fn target(addr: SocketAddr, config: HealthConfig) -> Target {
         id: ID,
         addr,
         config,
+        send_proxy: None,
     }
 }
 
