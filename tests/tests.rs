@@ -36,6 +36,9 @@ mod lifecycle;
 mod peer_credentials;
 // `user`/`group`: workers drop privileges after the master bound the ports.
 mod privileges;
+// PROXY protocol v1/v2: send_proxy to a parsing backend and to HAProxy
+// (accept-proxy), accept_proxy with good, bad, missing and slow headers.
+mod proxy_protocol;
 // Forwarding: large payloads, half-close, round robin, random, retry.
 mod proxy_tcp;
 // Regressions found in review: connections listing, signals during stop,
