@@ -120,6 +120,7 @@ impl Worker {
             }
         }
         // The session starts now: an HTTP header timeout counts from here.
+        conn.session.release(&mut self.pool);
         conn.session = Session::new(listen.mode, self.now);
         if self.draining {
             conn.session.on_drain(self.now);
