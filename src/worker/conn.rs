@@ -1,9 +1,9 @@
 //! Owns what every connection has, whatever its protocol: the client socket
 //! and its readiness, the [`Upstream`] (the server side: socket, readiness,
-//! the servers tried so far), the loop-managed [`Phase`] (queued, connecting,
-//! active), the non-blocking connect and its check, and the bookkeeping the
-//! loop needs (serial, timers, idle time). The protocol itself is the
-//! [`Session`] it carries.
+//! the servers tried so far), the loop-managed [`Phase`] (waiting for a
+//! PROXY header, queued, connecting, active), the non-blocking connect and
+//! its check, and the bookkeeping the loop needs (serial, timers, idle
+//! time). The protocol itself is the [`Session`] it carries.
 
 use super::buffer::{Pool, Ready};
 use super::session::{Counters, Io, Session, Step};

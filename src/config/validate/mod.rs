@@ -42,6 +42,8 @@
 //! - `forwarded` names a header at most once; a route may not repeat an
 //!   earlier route's host and path_prefix (it could never match).
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
+//! - `timeouts.proxy` is rejected without `accept_proxy = true` (it could
+//!   never apply); `accept_proxy = false` is the same as leaving it out.
 //! - `[admin]` needs a `bind`, which must not clash with a listen's bind as
 //!   two listens' binds must not.
 
