@@ -11,6 +11,7 @@ pub mod daemon;
 mod health_sync;
 mod lifecycle;
 pub mod listeners;
+mod ratelog;
 pub mod reload;
 pub mod report;
 pub mod signals;
