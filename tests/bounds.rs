@@ -1,8 +1,10 @@
 //! Owns tests of bounds the README's threat model names that no other file
 //! covers: a full listen queue (`queue.size`) closes a new client at once
-//! instead of holding it.
+//! instead of holding it; silent control clients beyond the master's 256
+//! are evicted, never the command that asks.
 
 use std::io::Read;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use crate::util::backend::Backend;
@@ -65,4 +67,28 @@ fn a_client_beyond_a_full_queue_is_closed_at_once_and_counted_as_refused() {
     );
     assert_eq!(held_server.accepted(), 1, "the server went past max_conns");
     drop((served, queued));
+}
+
+#[test]
+fn more_silent_control_clients_than_the_master_serves_do_not_keep_commands_out() {
+    let dir = TempDir::new();
+    let backend = Backend::fixed("A");
+    let conf = Conf::new(&dir, &[backend.addr()]).workers(1);
+    let path = conf.write(&dir);
+    let mut master = Master::spawn(&dir, &path);
+    master.wait_accepting();
+    let lbctl = Lbctl::new(&dir, &path);
+    // More connections that never ask than the 256 the master serves.
+    let silent: Vec<UnixStream> = (0..300)
+        .map(|i| {
+            UnixStream::connect(&conf.control_socket)
+                .unwrap_or_else(|e| panic!("silent control client {i}: {e}"))
+        })
+        .collect();
+    lbctl.run("status", &[]).assert_success();
+    lbctl
+        .run("reload", &[])
+        .assert_success()
+        .assert_contains("reloaded: generation 2");
+    drop(silent);
 }
