@@ -15,6 +15,8 @@ mod harness;
 mod admin;
 // Balancing strategies, weights, backups, max_conns and the queue.
 mod balance;
+// Bounds of the threat model not covered elsewhere: a full listen queue.
+mod bounds;
 // Per-client limits: max_conns_per_client and rate, across workers, by source address.
 mod client_limits;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.

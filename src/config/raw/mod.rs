@@ -6,13 +6,13 @@
 //! The tables only `mode = "http"` uses live in `http.rs`.
 
 mod http;
+mod int_or_text;
 
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
 
 use super::ConfigError;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Unexpected, Visitor};
-use std::fmt;
+use serde::de::Deserializer;
 use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -208,31 +208,12 @@ pub enum RawStatus {
 
 impl<'de> Deserialize<'de> for RawStatus {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StatusVisitor;
-
-        impl Visitor<'_> for StatusVisitor {
-            type Value = RawStatus;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an HTTP status such as 200 or a range string such as \"200-399\"")
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
-                Ok(RawStatus::Code(v))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
-                i64::try_from(v)
-                    .map(RawStatus::Code)
-                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
-                Ok(RawStatus::Text(v.to_owned()))
-            }
-        }
-
-        deserializer.deserialize_any(StatusVisitor)
+        int_or_text::int_or_text(
+            deserializer,
+            "an HTTP status such as 200 or a range string such as \"200-399\"",
+            RawStatus::Code,
+            RawStatus::Text,
+        )
     }
 }
 
