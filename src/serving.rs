@@ -197,6 +197,7 @@ mod tests {
             requests: 0,
             responses: Classes::default(),
             local: Classes::default(),
+            dataplane: String::new(),
             servers,
         }
     }

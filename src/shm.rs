@@ -57,6 +57,9 @@ pub struct ServerCell {
     /// Connections refused by the per-client limits (first server's cell);
     /// workers.
     pub limited: AtomicU64,
+    /// The listen's data plane as its workers found it (first server's
+    /// cell; 0 = not reported): see `worker::sockmap::plane`; workers.
+    pub dataplane: AtomicU32,
 }
 
 /// Per-worker-slot counters.

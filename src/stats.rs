@@ -151,6 +151,10 @@ pub struct ListenRow {
     /// HTTP answers lbctl gave itself (400, 408, 502, 503, 504 …) by class.
     #[serde(default)]
     pub local: Classes,
+    /// How bytes move: `splice` (user space), `sockmap` (the kernel), or
+    /// `splice (sockmap refused: EPERM)` where `sockmap` was asked for.
+    #[serde(default)]
+    pub dataplane: String,
     /// Servers in config order (named pools' servers after the listen's own).
     pub servers: Vec<ServerRow>,
 }
@@ -396,6 +400,9 @@ impl Status {
             }
         }
         for l in &self.listens {
+            if l.dataplane != "splice" && !l.dataplane.is_empty() {
+                let _ = writeln!(out, "{}: dataplane: {}", l.name, l.dataplane);
+            }
             if l.limited > 0 {
                 let _ = writeln!(
                     out,
@@ -523,6 +530,7 @@ mod tests {
                 requests: 7,
                 responses: Classes::from_counts([0, 6, 0, 0, 1]),
                 local: Classes::from_counts([0, 0, 0, 0, 1]),
+                dataplane: String::new(),
                 servers: vec![ServerRow {
                     name: "127.0.0.1:6001".into(),
                     addr: "127.0.0.1:6001".into(),

@@ -71,8 +71,13 @@ pub struct Relay {
 pub enum LinkError {
     /// Nothing changed: the connection goes on in user space.
     Refused(Errno),
-    /// One direction may already run in the kernel: the connection cannot
-    /// go on safely and is closed.
+    /// The second socket was refused after the first one's verdict ran (it
+    /// was half-closed in between): the first one's verdict is off again,
+    /// but bytes it redirected may still be on their way into the second
+    /// socket. Once they are there ([`super::relay`] users compare the
+    /// counters), [`Relay::unlink`] undoes the rest.
+    Partial(Errno, u64, u64),
+    /// The link is done but the connection cannot use it (it is closed).
     Broken(Errno),
 }
 
@@ -108,8 +113,20 @@ impl Relay {
             let _ = map_delete(&self.peers, &kb);
             return Err(LinkError::Refused(e));
         }
-        map_update_fd(&self.relay, &kb, b).map_err(LinkError::Broken)?;
+        if let Err(e) = map_update_fd(&self.relay, &kb, b) {
+            // Stops a's verdict; its bytes already redirected stay queued
+            // for b, which is still in `peers`.
+            let _ = map_delete(&self.relay, &ka);
+            return Err(LinkError::Partial(e, ca, cb));
+        }
         Ok((ca, cb))
+    }
+
+    /// Takes two sockets of a [`LinkError::Partial`] link out of `peers`
+    /// (call it once every redirected byte reached its socket).
+    pub fn unlink(&self, ca: u64, cb: u64) {
+        let _ = map_delete(&self.peers, &ca.to_ne_bytes());
+        let _ = map_delete(&self.peers, &cb.to_ne_bytes());
     }
 
     /// The first key left in the peers map (tests: empty after close).

@@ -112,6 +112,19 @@ pub struct ListenConfig {
     /// `max_conns_per_client` and `rate`: limits per client address, global
     /// across the workers.
     pub client_limits: ClientLimits,
+    /// `dataplane`: how a `mode = "tcp"` listen moves bytes. Default `auto`.
+    pub dataplane: Dataplane,
+}
+
+/// `dataplane = "auto" | "sockmap"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dataplane {
+    /// User space: read/write, splice(2) for bulk transfers.
+    #[default]
+    Auto,
+    /// The kernel relays the bytes (a BPF sockmap); falls back to `Auto`
+    /// where the kernel refuses.
+    Sockmap,
 }
 
 /// Per-client-address limits of a listen.

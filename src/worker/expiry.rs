@@ -57,6 +57,12 @@ impl Worker {
                         }
                         continue;
                     }
+                    if let Some(t) = conn
+                        .session
+                        .last_moved(&conn.client, &conn.upstream, self.now)
+                    {
+                        conn.last_active = conn.last_active.max(t);
+                    }
                     let due = conn.last_active + listen.timeouts.idle;
                     if self.now >= due {
                         self.close(idx, false);

@@ -9,7 +9,8 @@
 //! The files: `conn` (what every connection has: client, upstream, phase),
 //! `dispatch` (getting a server), `session` (the seam protocols plug into),
 //! `tcp` (`mode = "tcp"`), `buffer` (bounded per-direction buffers, splice),
-//! `timers` (deadline heap), `view` (live server state for the balancers).
+//! `timers` (deadline heap), `view` (live server state for the balancers),
+//! `sockmap` (`dataplane = "sockmap"`: the kernel relays the bytes).
 
 pub mod buffer;
 pub mod conn;
@@ -18,6 +19,7 @@ mod expiry;
 pub mod http;
 pub mod idle;
 pub mod session;
+pub mod sockmap;
 pub mod tcp;
 pub mod timers;
 pub mod tokens;
@@ -38,6 +40,7 @@ use mio::{Events, Interest, Poll, Token};
 use session::{Counters, Step};
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -104,6 +107,8 @@ struct Worker {
     accept_paused_until: Option<Instant>,
     now: Instant,
     pid: u32,
+    /// The kernel relay, when a listen asked for it and the kernel agreed.
+    sockmap: Option<std::rc::Rc<sockmap::plane::Plane>>,
 }
 
 /// Runs a worker until it is told to stop or its master goes away; returns
@@ -172,6 +177,7 @@ impl Worker {
             .enumerate()
             .flat_map(|(i, l)| std::iter::repeat_n(i, l.servers.len()))
             .collect();
+        let sockmap = sockmap::plane::start(&ctx.config, &ctx.region, poll.as_raw_fd());
         let slot = ctx.region.slot(ctx.slot);
         slot.heartbeat_ms.store(shm::now_ms(), Relaxed);
         slot.phase.store(1, Relaxed);
@@ -200,6 +206,7 @@ impl Worker {
             accept_paused_until: None,
             now: Instant::now(),
             pid: std::process::id(),
+            sockmap,
         })
     }
 
@@ -410,6 +417,11 @@ impl Worker {
         let mut conn = Conn::new(self.serial, listen, mode, stream, addr, self.now);
         conn.client_cell = client_cell;
         let token = Token(CONN_BASE + idx);
+        if let Some(s) =
+            sockmap::plane::session_for(&self.sockmap, &self.config.listens[listen], token.0)
+        {
+            conn.session = s;
+        }
         if self
             .poll
             .registry()

@@ -105,6 +105,8 @@ pub struct RawListen {
     pub max_conns_per_client: Option<Spanned<i64>>,
     /// `rate = { conns = 100, per = "1s" }`: new connections per client address.
     pub rate: Option<Spanned<RawRate>>,
+    /// `dataplane = "auto" | "sockmap"`.
+    pub dataplane: Option<Spanned<String>>,
 }
 
 /// `rate = { conns, per }` as written.
