@@ -216,6 +216,9 @@ pub struct ConnRow {
     pub age_secs: u64,
     /// `connecting`, `relaying`, `half-closed`, `queued`.
     pub state: String,
+    /// `sockmap` while the kernel relays it (absent: user space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<String>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -466,7 +469,10 @@ pub fn render_connections(rows: &[ConnRow]) -> String {
                 human_bytes(c.bytes_in),
                 human_bytes(c.bytes_out),
                 format!("{}s", c.age_secs),
-                c.state.clone(),
+                match &c.dataplane {
+                    Some(d) => format!("{} ({d})", c.state),
+                    None => c.state.clone(),
+                },
             ]
         })
         .collect();

@@ -132,6 +132,7 @@ impl Worker {
                     bytes_out,
                     age_secs: self.now.duration_since(c.accepted).as_secs(),
                     state: c.state_name().to_string(),
+                    dataplane: c.session.kernel_relayed().then(|| "sockmap".to_string()),
                 }
             })
             .collect()

@@ -293,6 +293,11 @@ impl Session {
         }
     }
 
+    /// True while the kernel relays the connection (`lbctl connections`).
+    pub fn kernel_relayed(&self) -> bool {
+        matches!(self, Session::Sockmap(k) if k.kernel_relayed())
+    }
+
     /// When bytes last moved without the loop seeing them (the kernel data
     /// plane; measured now), for the idle timeout; None for the others.
     pub fn last_moved(

@@ -238,13 +238,18 @@ impl SockmapRelay {
         }
     }
 
-    /// A word for `lbctl connections`.
+    /// A word for `lbctl connections` (the words of the TCP relay).
     pub fn state_name(&self) -> &'static str {
         match &self.stage {
-            Stage::Kernel(k) if k.up.shut || k.down.shut => "half-closed (sockmap)",
-            Stage::Kernel(_) => "sockmap",
+            Stage::Kernel(k) if k.up.shut || k.down.shut => "half-closed",
+            Stage::Kernel(_) => "relaying",
             _ => self.user.state_name(),
         }
+    }
+
+    /// True once linked: the kernel relays the bytes.
+    pub fn kernel_relayed(&self) -> bool {
+        matches!(self.stage, Stage::Kernel(_))
     }
 
     /// The next time the session wants to run without an event.
