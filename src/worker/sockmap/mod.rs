@@ -68,6 +68,8 @@ struct Kernel {
     backoff: Duration,
     /// Next counter refresh.
     tick: Instant,
+    /// Bytes each way already reported to the loop (its counters).
+    reported: (u64, u64),
     /// Bytes both ways at the last look, and when they last changed.
     seen: u64,
     moved_at: Instant,
@@ -225,6 +227,7 @@ impl SockmapRelay {
             recheck: None,
             backoff: RECHECK_MIN,
             tick: now + TICK,
+            reported: (0, 0),
             seen: 0,
             moved_at: now,
         })
@@ -318,14 +321,14 @@ impl Kernel {
                 return Err(e);
             }
         }
-        let before = (self.up.moved, self.down.moved);
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
         let mut waiting = false;
         waiting |= forward_fin(&mut self.up, a, server)?;
         waiting |= forward_fin(&mut self.down, b, client)?;
         self.measure(a, b, now);
-        let up = self.up.moved.saturating_sub(before.0);
-        let down = self.down.moved.saturating_sub(before.1);
+        let up = self.up.moved.saturating_sub(self.reported.0);
+        let down = self.down.moved.saturating_sub(self.reported.1);
+        self.reported = (self.reported.0 + up, self.reported.1 + down);
         if self.up.shut && self.down.shut {
             return Ok(Step::Finished(up, down));
         }
