@@ -104,6 +104,8 @@ pub struct SockmapRelay {
     stage: Stage,
     /// The client's consumed and the server's entered bytes at the link.
     bases: (u64, u64),
+    /// Bytes relayed by the kernel not yet reported to the loop.
+    unreported: u64,
 }
 
 impl SockmapRelay {
@@ -115,6 +117,7 @@ impl SockmapRelay {
             user: TcpRelay::default(),
             stage: Stage::User,
             bases: (0, 0),
+            unreported: 0,
         }
     }
 
@@ -149,7 +152,17 @@ impl SockmapRelay {
         }
         match &mut self.stage {
             Stage::Kernel(k) => k.check(io.client, io.upstream, io.now),
-            Stage::User | Stage::Refused | Stage::Unwinding { .. } => self.user.advance(io, pool),
+            Stage::User | Stage::Refused | Stage::Unwinding { .. } => {
+                let step = self.user.advance(io, pool)?;
+                // Bytes the kernel moved before a partial link was undone.
+                let extra = std::mem::take(&mut self.unreported);
+                Ok(match step {
+                    Step::Open(u, d) => Step::Open(u + extra, d),
+                    Step::Busy(u, d) => Step::Busy(u + extra, d),
+                    Step::Finished(u, d) => Step::Finished(u + extra, d),
+                    other => other,
+                })
+            }
         }
     }
 
@@ -183,6 +196,7 @@ impl SockmapRelay {
         self.plane.relay.unlink(cookies.0, cookies.1);
         let (up, down) = self.user.bytes();
         self.user = TcpRelay::resumed(up + moved, down);
+        self.unreported = moved;
         self.stage = Stage::Refused;
         Ok(true)
     }
