@@ -57,6 +57,9 @@ mode = "$MODE"
 balance = "round_robin"
 servers = [ { addr = "127.0.0.1:$BACKEND1" }, { addr = "127.0.0.1:$BACKEND2" } ]
 EOF
+	if [[ $MODE == tcp && -n ${DATAPLANE:-} ]]; then
+		echo "dataplane = \"$DATAPLANE\"" >>"$dir/lbctl.toml"
+	fi
 	if [[ $MODE == http ]]; then
 		cat >>"$dir/lbctl.toml" <<EOF
 pool = { max_idle = 64, idle_timeout = "30s" }

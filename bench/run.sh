@@ -28,6 +28,9 @@
 #   DURATION=10s      length of each measured wrk run (wrk syntax: 10s, 1m)
 #   WARMUP=1s         unmeasured keep-alive wrk run before each target's tests
 #   CONNS=4000        idle connections held through the proxy for the memory test
+#   DATAPLANE=sockmap  MODE=tcp: lbctl's listen gets dataplane = "sockmap" (the kernel
+#                     relays the bytes; lbctl must run as root, else it falls back to
+#                     splice, which the run's notes then say). Default: none (auto).
 #   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated
 #   WORKERS2=1        also run lbctl with workers = 2, not pinned, on the close test
 #                     (0: skip; MODE=http default: 0)
@@ -51,7 +54,7 @@
 set -euo pipefail
 
 USER_OPTS="" # the options given, for the record in RESULTS.md
-for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC; do
+for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE; do
 	[[ -n ${!v+x} ]] && USER_OPTS+="$v=${!v} "
 done
 
@@ -411,7 +414,15 @@ run_target() { # TARGET ROUND
 		fi
 	done
 	[[ $t == lbctl_w2 ]] && worker_split "$round"
+	[[ $t == lbctl && -n ${DATAPLANE:-} ]] && dataplane_note "$round"
 	stop_target
+}
+
+dataplane_note() { # ROUND: what lbctl's status says its listen's data plane was
+	local dp
+	dp=$("$LBCTL" status --json -c "$TMP/lbctl/lbctl.toml" 2>/dev/null |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["listens"][0].get("dataplane","?"))') || dp="unknown"
+	note "round $1: lbctl (DATAPLANE=$DATAPLANE) ran with dataplane: $dp (from lbctl status)"
 }
 
 worker_split() { # ROUND: how SO_REUSEPORT spread the connections over the two workers

@@ -13,6 +13,7 @@
 #![warn(missing_debug_implementations)]
 
 pub mod balance;
+pub mod bpf;
 pub mod channel;
 pub mod cli;
 pub mod config;

@@ -198,6 +198,7 @@ mod tests {
             requests: 0,
             responses: Classes::default(),
             local: Classes::default(),
+            dataplane: String::new(),
             servers,
         }
     }

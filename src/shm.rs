@@ -62,6 +62,9 @@ pub struct ServerCell {
     /// Connections closed for their PROXY header, by reason: invalid,
     /// timeout, closed before it was complete (first server's cell); workers.
     pub proxy_refused: [AtomicU64; 3],
+    /// The listen's data plane as its workers found it (first server's
+    /// cell; 0 = not reported): see `worker::sockmap::plane`; workers.
+    pub dataplane: AtomicU32,
 }
 
 /// Per-worker-slot counters.

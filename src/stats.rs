@@ -155,6 +155,10 @@ pub struct ListenRow {
     /// HTTP answers lbctl gave itself (400, 408, 502, 503, 504 …) by class.
     #[serde(default)]
     pub local: Classes,
+    /// How bytes move: `splice` (user space), `sockmap` (the kernel), or
+    /// `splice (sockmap refused: EPERM)` where `sockmap` was asked for.
+    #[serde(default)]
+    pub dataplane: String,
     /// Servers in config order (named pools' servers after the listen's own).
     pub servers: Vec<ServerRow>,
 }
@@ -236,6 +240,9 @@ pub struct ConnRow {
     pub age_secs: u64,
     /// `connecting`, `relaying`, `half-closed`, `queued`.
     pub state: String,
+    /// `sockmap` while the kernel relays it (absent: user space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataplane: Option<String>,
 }
 
 fn human_bytes(n: u64) -> String {
@@ -432,6 +439,9 @@ impl Status {
                     p.closed
                 );
             }
+            if l.dataplane != "splice" && !l.dataplane.is_empty() {
+                let _ = writeln!(out, "{}: dataplane: {}", l.name, l.dataplane);
+            }
             if l.limited > 0 {
                 let _ = writeln!(
                     out,
@@ -495,7 +505,10 @@ pub fn render_connections(rows: &[ConnRow]) -> String {
                 human_bytes(c.bytes_in),
                 human_bytes(c.bytes_out),
                 format!("{}s", c.age_secs),
-                c.state.clone(),
+                match &c.dataplane {
+                    Some(d) => format!("{} ({d})", c.state),
+                    None => c.state.clone(),
+                },
             ]
         })
         .collect();
@@ -560,6 +573,7 @@ mod tests {
                 requests: 7,
                 responses: Classes::from_counts([0, 6, 0, 0, 1]),
                 local: Classes::from_counts([0, 0, 0, 0, 1]),
+                dataplane: String::new(),
                 servers: vec![ServerRow {
                     name: "127.0.0.1:6001".into(),
                     addr: "127.0.0.1:6001".into(),

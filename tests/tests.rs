@@ -48,6 +48,9 @@ mod proxy_tcp;
 mod regressions;
 // `reload`: invalid file keeps serving, generations, zero failures under load.
 mod reload;
+// `dataplane = "sockmap"`: the kernel relays (1 and 48 MiB, half-close,
+// counters), and falls back to splice where it refuses.
+mod sockmap;
 // `status` text and JSON shape, counters, `connections --json`.
 mod status;
 // `status --check`: keepalived's verdict and its exit codes.

@@ -14,10 +14,14 @@ use crate::util::{
 };
 
 /// A 1-worker config whose one server is `echo`, named "echo".
+/// The user-space relay (`dataplane = "auto"`, even under
+/// LBCTL_FORCE_DATAPLANE): these are its splice and copy paths; the kernel
+/// relay passes an urgent byte in-band (README, "Kernel data plane").
 fn echo_conf(dir: &TempDir, echo: &Backend) -> Conf {
-    Conf::new(dir, &[])
-        .workers(1)
-        .listen(|l| l.servers(vec![ServerConf::new(echo.addr()).name("echo")]))
+    Conf::new(dir, &[]).workers(1).listen(|l| {
+        l.servers(vec![ServerConf::new(echo.addr()).name("echo")])
+            .line("dataplane = \"auto\"")
+    })
 }
 
 /// A client streams `bulk` bytes through an echo server (the direction is

@@ -117,6 +117,8 @@ pub struct ListenConfig {
     /// header (v1 or v2), whose client address is the one lbctl uses.
     /// `None` (the default): no header is expected.
     pub accept_proxy: Option<AcceptProxy>,
+    /// `dataplane`: how a `mode = "tcp"` listen moves bytes. Default `auto`.
+    pub dataplane: Dataplane,
 }
 
 /// `accept_proxy = true` and `timeouts.proxy`.
@@ -125,6 +127,17 @@ pub struct AcceptProxy {
     /// `timeouts.proxy`: the header must be complete within this time of
     /// the accept, else the connection is closed. Default 5s.
     pub timeout: Duration,
+}
+
+/// `dataplane = "auto" | "sockmap"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dataplane {
+    /// User space: read/write, splice(2) for bulk transfers.
+    #[default]
+    Auto,
+    /// The kernel relays the bytes (a BPF sockmap); falls back to `Auto`
+    /// where the kernel refuses.
+    Sockmap,
 }
 
 /// Per-client-address limits of a listen.

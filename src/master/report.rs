@@ -104,6 +104,10 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 local: Classes::from_counts(std::array::from_fn(|c| {
                     g.region.server_class(idx, c, true)
                 })),
+                dataplane: crate::worker::sockmap::plane::describe(
+                    l.dataplane == crate::config::Dataplane::Sockmap,
+                    first.dataplane.load(Relaxed),
+                ),
                 servers: Vec::new(),
             };
             row.responses = row.local;

@@ -63,6 +63,12 @@ impl Worker {
                         }
                         continue;
                     }
+                    if let Some(t) = conn
+                        .session
+                        .last_moved(&conn.client, &conn.upstream, self.now)
+                    {
+                        conn.last_active = conn.last_active.max(t);
+                    }
                     let due = conn.last_active + listen.timeouts.idle;
                     if self.now >= due {
                         self.close(idx, false);
@@ -132,6 +138,7 @@ impl Worker {
                     bytes_out,
                     age_secs: self.now.duration_since(c.accepted).as_secs(),
                     state: c.state_name().to_string(),
+                    dataplane: c.session.kernel_relayed().then(|| "sockmap".to_string()),
                 }
             })
             .collect()

@@ -12,6 +12,7 @@
 //! `timers` (deadline heap), `view` (live server state for the balancers),
 //! `proxy_accept` / `proxy_send` (the PROXY protocol header read from clients
 //! with `accept_proxy`, written to servers with `send_proxy`).
+//! `sockmap` (`dataplane = "sockmap"`: the kernel relays the bytes).
 
 pub mod buffer;
 pub mod conn;
@@ -22,6 +23,7 @@ pub mod idle;
 mod proxy_accept;
 mod proxy_send;
 pub mod session;
+pub mod sockmap;
 pub mod tcp;
 pub mod timers;
 pub mod tokens;
@@ -42,6 +44,7 @@ use mio::{Events, Interest, Poll, Token};
 use session::{Counters, Step};
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -111,6 +114,8 @@ struct Worker {
     accept_paused_until: Option<Instant>,
     now: Instant,
     pid: u32,
+    /// The kernel relay, when a listen asked for it and the kernel agreed.
+    sockmap: Option<std::rc::Rc<sockmap::plane::Plane>>,
 }
 
 /// Runs a worker until it is told to stop or its master goes away; returns
@@ -179,6 +184,7 @@ impl Worker {
             .enumerate()
             .flat_map(|(i, l)| std::iter::repeat_n(i, l.servers.len()))
             .collect();
+        let sockmap = sockmap::plane::start(&ctx.config, &ctx.region, poll.as_raw_fd());
         let slot = ctx.region.slot(ctx.slot);
         slot.heartbeat_ms.store(shm::now_ms(), Relaxed);
         slot.phase.store(1, Relaxed);
@@ -209,6 +215,7 @@ impl Worker {
             accept_paused_until: None,
             now: Instant::now(),
             pid: std::process::id(),
+            sockmap,
         })
     }
 
@@ -422,6 +429,11 @@ impl Worker {
         let mut conn = Conn::new(self.serial, listen, mode, stream, addr, self.now);
         conn.client_cell = client_cell;
         let token = Token(CONN_BASE + idx);
+        if let Some(s) =
+            sockmap::plane::session_for(&self.sockmap, &self.config.listens[listen], token.0)
+        {
+            conn.session = s;
+        }
         if self
             .poll
             .registry()

@@ -18,6 +18,7 @@
 use super::buffer::{Pool, Ready};
 use super::conn::Upstream;
 use super::http::{HttpSession, HttpStep};
+use super::sockmap::SockmapRelay;
 use super::tcp::TcpRelay;
 use crate::balance::ServerId;
 use crate::config::{ListenConfig, Mode};
@@ -144,6 +145,8 @@ pub enum Session {
     Tcp(TcpRelay),
     /// `mode = "http"`: requests parsed, balanced one by one.
     Http(Box<HttpSession>),
+    /// `mode = "tcp"` with `dataplane = "sockmap"`: the kernel relays.
+    Sockmap(Box<SockmapRelay>),
 }
 
 impl Session {
@@ -158,7 +161,7 @@ impl Session {
     /// True when the session needs a server as soon as the client is
     /// accepted (TCP); an HTTP session first reads a request.
     pub fn connects_at_accept(&self) -> bool {
-        matches!(self, Session::Tcp(_))
+        matches!(self, Session::Tcp(_) | Session::Sockmap(_))
     }
 
     /// Moves the connection on after readiness changed. A peer's error is
@@ -172,6 +175,7 @@ impl Session {
     ) -> io::Result<Step> {
         match self {
             Session::Tcp(t) => t.advance(io, pool),
+            Session::Sockmap(k) => k.advance(io, pool),
             Session::Http(h) => match h.advance(&mut io, pool, counters)? {
                 HttpStep::Loop(step) => Ok(step),
                 HttpStep::Pipe => {
@@ -182,7 +186,7 @@ impl Session {
                     *self = Session::Tcp(TcpRelay::resumed(up, down));
                     match self {
                         Session::Tcp(t) => t.advance(io, pool),
-                        Session::Http(_) => Ok(Step::Open(0, 0)),
+                        Session::Http(_) | Session::Sockmap(_) => Ok(Step::Open(0, 0)),
                     }
                 }
             },
@@ -193,7 +197,7 @@ impl Session {
     /// has its own (`hash_key` header or cookie); else the client address.
     pub fn balance_key(&self) -> Option<u64> {
         match self {
-            Session::Tcp(_) => None,
+            Session::Tcp(_) | Session::Sockmap(_) => None,
             Session::Http(h) => h.balance_key(),
         }
     }
@@ -202,7 +206,7 @@ impl Session {
     /// the listen's own servers, unless an HTTP route chose another).
     pub fn pool(&self) -> usize {
         match self {
-            Session::Tcp(_) => 0,
+            Session::Tcp(_) | Session::Sockmap(_) => 0,
             Session::Http(h) => h.pool(),
         }
     }
@@ -213,7 +217,7 @@ impl Session {
     /// it twice).
     pub fn may_reuse(&self) -> bool {
         match self {
-            Session::Tcp(_) => false,
+            Session::Tcp(_) | Session::Sockmap(_) => false,
             Session::Http(h) => h.may_reuse(),
         }
     }
@@ -222,7 +226,7 @@ impl Session {
     /// itself (HTTP 502/503) and goes on, false when the loop closes it.
     pub fn answer_no_server(&mut self, counters: &Counters) -> bool {
         match self {
-            Session::Tcp(_) => false,
+            Session::Tcp(_) | Session::Sockmap(_) => false,
             Session::Http(h) => h.answer_no_server(counters),
         }
     }
@@ -231,6 +235,7 @@ impl Session {
     pub fn deadline(&self, listen: &ListenConfig) -> Option<Instant> {
         match self {
             Session::Tcp(_) => None,
+            Session::Sockmap(k) => k.deadline(),
             Session::Http(h) => h.deadline(listen),
         }
     }
@@ -246,6 +251,8 @@ impl Session {
     ) -> bool {
         match self {
             Session::Tcp(_) => true,
+            // Its timers check FINs and refresh counters: it goes on.
+            Session::Sockmap(_) => false,
             Session::Http(h) => h.on_timeout(client, counters, now),
         }
     }
@@ -263,6 +270,7 @@ impl Session {
     pub fn bytes(&self) -> (u64, u64) {
         match self {
             Session::Tcp(t) => t.bytes(),
+            Session::Sockmap(k) => k.bytes(),
             Session::Http(h) => h.bytes(),
         }
     }
@@ -271,6 +279,7 @@ impl Session {
     pub fn state_name(&self) -> &'static str {
         match self {
             Session::Tcp(t) => t.state_name(),
+            Session::Sockmap(k) => k.state_name(),
             Session::Http(h) => h.state_name(),
         }
     }
@@ -279,7 +288,27 @@ impl Session {
     pub fn release(&mut self, pool: &mut Pool) {
         match self {
             Session::Tcp(t) => t.release(pool),
+            Session::Sockmap(k) => k.release(pool),
             Session::Http(h) => h.release(pool),
+        }
+    }
+
+    /// True while the kernel relays the connection (`lbctl connections`).
+    pub fn kernel_relayed(&self) -> bool {
+        matches!(self, Session::Sockmap(k) if k.kernel_relayed())
+    }
+
+    /// When bytes last moved without the loop seeing them (the kernel data
+    /// plane; measured now), for the idle timeout; None for the others.
+    pub fn last_moved(
+        &mut self,
+        client: &TcpStream,
+        upstream: &Upstream,
+        now: Instant,
+    ) -> Option<Instant> {
+        match self {
+            Session::Sockmap(k) => k.last_moved(client, upstream, now),
+            Session::Tcp(_) | Session::Http(_) => None,
         }
     }
 }

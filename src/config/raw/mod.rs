@@ -107,6 +107,8 @@ pub struct RawListen {
     pub rate: Option<Spanned<RawRate>>,
     /// `accept_proxy = true`: clients start with a PROXY protocol header.
     pub accept_proxy: Option<Spanned<bool>>,
+    /// `dataplane = "auto" | "sockmap"`.
+    pub dataplane: Option<Spanned<String>>,
 }
 
 /// `rate = { conns, per }` as written.

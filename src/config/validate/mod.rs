@@ -49,6 +49,7 @@
 
 mod admin;
 mod client_limits;
+mod dataplane;
 mod health;
 mod http;
 mod listen;

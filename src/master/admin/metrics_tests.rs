@@ -42,6 +42,7 @@ fn snapshot() -> Status {
             requests: 7,
             responses: Classes::from_counts([0, 6, 0, 0, 1]),
             local: Classes::from_counts([0, 0, 0, 0, 1]),
+            dataplane: String::new(),
             servers: vec![ServerRow {
                 name: "a\"b".into(),
                 addr: "127.0.0.1:6001".into(),

@@ -1,0 +1,393 @@
+//! Owns `dataplane = "sockmap"` for `mode = "tcp"`: the [`SockmapRelay`]
+//! session, which hands a connected client/server pair to the kernel relay
+//! (`crate::bpf::relay`) so that steady-state bytes never wake the worker,
+//! and keeps in user space what only it can do.
+//!
+//! Life of a connection:
+//! 1. *user*: until both relay buffers are empty (bytes the session had to
+//!    see or send first), it runs as the plain [`TcpRelay`];
+//! 2. *link*: the byte bases of both sockets are read ([`probe`]), the pair
+//!    enters the maps, its epoll interest shrinks to the peer's FIN and
+//!    errors, and bytes already queued are pushed through the verdict. A
+//!    socket the kernel will not take (already half-closed, map full) leaves
+//!    the connection in user space: refused per connection, never failed;
+//! 3. *kernel*: on a FIN event, or on its own timers, the session compares
+//!    per direction the bytes consumed from the source with the bytes that
+//!    entered the destination's send queue, and forwards the FIN
+//!    (`shutdown(Write)`) only when they are equal, so a FIN never overtakes
+//!    redirected bytes still queued in the kernel; until then it re-checks
+//!    on a short back-off timer. A tick every second refreshes the byte
+//!    counters (`status`, `connections`) and the idle time; both directions
+//!    shut is the end, and closing the fds takes the sockets out of the maps.
+
+pub mod plane;
+pub mod probe;
+
+use super::buffer::Pool;
+use super::conn::Upstream;
+use super::session::{Io, Step};
+use super::tcp::TcpRelay;
+use crate::bpf::relay::LinkError;
+use mio::net::TcpStream;
+use plane::Plane;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often a kernel-relayed connection refreshes its counters.
+const TICK: Duration = Duration::from_secs(1);
+/// First and longest wait before re-checking a FIN that cannot go yet.
+const RECHECK_MIN: Duration = Duration::from_millis(1);
+const RECHECK_MAX: Duration = Duration::from_millis(32);
+
+/// One direction while the kernel relays it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Half {
+    /// Bytes moved by user space before the link.
+    prior: u64,
+    /// The source's consumed bytes at the link.
+    src_base: u64,
+    /// The destination's entered bytes at the link.
+    dst_base: u64,
+    /// Bytes relayed by the kernel so far (as last measured).
+    moved: u64,
+    /// The FIN was forwarded.
+    shut: bool,
+}
+
+#[derive(Debug)]
+struct Kernel {
+    /// Client → server.
+    up: Half,
+    /// Server → client.
+    down: Half,
+    /// A FIN waits for queued bytes: check again then.
+    recheck: Option<Instant>,
+    backoff: Duration,
+    /// Next counter refresh.
+    tick: Instant,
+    /// Bytes each way already reported to the loop (its counters).
+    reported: (u64, u64),
+    /// Bytes both ways at the last look, and when they last changed.
+    seen: u64,
+    moved_at: Instant,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Not linked yet (or bytes still buffered in user space).
+    User,
+    /// The kernel refused this connection: user space relays it.
+    Refused,
+    /// A partial link is being undone: user space waits until the client's
+    /// bytes redirected so far are in the server socket.
+    Unwinding {
+        /// The client's consumed bytes and the server's entered bytes at
+        /// the link.
+        bases: (u64, u64),
+        /// Both sockets' cookies.
+        cookies: (u64, u64),
+        recheck: Instant,
+    },
+    /// Linked.
+    Kernel(Kernel),
+}
+
+/// The relay state of one connection of a `dataplane = "sockmap"` listen.
+#[derive(Debug)]
+pub struct SockmapRelay {
+    plane: Rc<Plane>,
+    client_token: usize,
+    user: TcpRelay,
+    stage: Stage,
+    /// The client's consumed and the server's entered bytes at the link.
+    bases: (u64, u64),
+    /// Bytes relayed by the kernel not yet reported to the loop.
+    unreported: u64,
+}
+
+impl SockmapRelay {
+    /// A new connection whose client socket is registered under `token`.
+    pub fn new(plane: Rc<Plane>, client_token: usize) -> SockmapRelay {
+        SockmapRelay {
+            plane,
+            client_token,
+            user: TcpRelay::default(),
+            stage: Stage::User,
+            bases: (0, 0),
+            unreported: 0,
+        }
+    }
+
+    /// Moves the connection on: links it as soon as nothing is buffered,
+    /// else relays in user space; once linked, forwards FINs and counts.
+    pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
+        if let Stage::User = self.stage {
+            let idle = self.user.up.pending() == 0
+                && self.user.down.pending() == 0
+                && !self.user.up.eof
+                && !self.user.down.eof;
+            if !idle || io.upstream.server.is_none() {
+                return self.user.advance(io, pool);
+            }
+            match self.link(io.client, io.upstream, io.now) {
+                Ok(k) => self.stage = Stage::Kernel(k),
+                Err(LinkError::Refused(_)) => self.stage = Stage::Refused,
+                Err(LinkError::Partial(_, ca, cb)) => {
+                    self.stage = Stage::Unwinding {
+                        bases: self.bases,
+                        cookies: (ca, cb),
+                        recheck: io.now + RECHECK_MIN,
+                    }
+                }
+                Err(LinkError::Broken(e)) => return Err(e.into()),
+            }
+        }
+        if let Stage::Unwinding { .. } = self.stage
+            && !self.unwound(io.client, io.upstream, io.now)?
+        {
+            return Ok(Step::Open(0, 0));
+        }
+        match &mut self.stage {
+            Stage::Kernel(k) => k.check(io.client, io.upstream, io.now),
+            Stage::User | Stage::Refused | Stage::Unwinding { .. } => {
+                let step = self.user.advance(io, pool)?;
+                // Bytes the kernel moved before a partial link was undone.
+                let extra = std::mem::take(&mut self.unreported);
+                Ok(match step {
+                    Step::Open(u, d) => Step::Open(u + extra, d),
+                    Step::Busy(u, d) => Step::Busy(u + extra, d),
+                    Step::Finished(u, d) => Step::Finished(u + extra, d),
+                    other => other,
+                })
+            }
+        }
+    }
+
+    /// True once a partial link is undone (the client's redirected bytes
+    /// all entered the server socket, both left the maps): user space
+    /// relays from here, counting what the kernel moved.
+    fn unwound(
+        &mut self,
+        client: &TcpStream,
+        upstream: &Upstream,
+        now: Instant,
+    ) -> io::Result<bool> {
+        let Stage::Unwinding {
+            bases,
+            cookies,
+            recheck,
+        } = &mut self.stage
+        else {
+            return Ok(true);
+        };
+        let Some(server) = upstream.server.as_deref() else {
+            return Ok(true);
+        };
+        let (consumed, _, _) = probe::consumed(client.as_raw_fd())?;
+        let entered = probe::entered(server.as_raw_fd())?;
+        let moved = consumed.saturating_sub(bases.0);
+        if entered.saturating_sub(bases.1) < moved {
+            *recheck = now + RECHECK_MIN;
+            return Ok(false);
+        }
+        self.plane.relay.unlink(cookies.0, cookies.1);
+        let (up, down) = self.user.bytes();
+        self.user = TcpRelay::resumed(up + moved, down);
+        self.unreported = moved;
+        self.stage = Stage::Refused;
+        Ok(true)
+    }
+
+    fn link(
+        &mut self,
+        client: &TcpStream,
+        upstream: &Upstream,
+        now: Instant,
+    ) -> Result<Kernel, LinkError> {
+        let Some(server) = upstream.server.as_deref() else {
+            return Err(LinkError::Refused(nix::errno::Errno::ENOTCONN));
+        };
+        let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
+        let refused = LinkError::Refused;
+        let (ca, _, _) = probe::consumed(a).map_err(refused)?;
+        let eb = probe::entered(b).map_err(refused)?;
+        let (cb, _, _) = probe::consumed(b).map_err(refused)?;
+        let ea = probe::entered(a).map_err(refused)?;
+        self.bases = (ca, eb);
+        self.plane.relay.link(a, b)?;
+        let epoll = self.plane.epoll;
+        let watched = probe::watch_fin_only(epoll, a, self.client_token)
+            .and_then(|()| probe::watch_fin_only(epoll, b, server_token(upstream)));
+        watched.map_err(LinkError::Broken)?;
+        let _ = crate::bpf::relay::kick(a);
+        let _ = crate::bpf::relay::kick(b);
+        let (up, down) = self.user.bytes();
+        Ok(Kernel {
+            up: Half {
+                prior: up,
+                src_base: ca,
+                dst_base: eb,
+                ..Half::default()
+            },
+            down: Half {
+                prior: down,
+                src_base: cb,
+                dst_base: ea,
+                ..Half::default()
+            },
+            recheck: None,
+            backoff: RECHECK_MIN,
+            tick: now + TICK,
+            reported: (0, 0),
+            seen: 0,
+            moved_at: now,
+        })
+    }
+
+    /// Bytes relayed so far (client → server, server → client).
+    pub fn bytes(&self) -> (u64, u64) {
+        match &self.stage {
+            Stage::Kernel(k) => (k.up.prior + k.up.moved, k.down.prior + k.down.moved),
+            _ => self.user.bytes(),
+        }
+    }
+
+    /// A word for `lbctl connections` (the words of the TCP relay).
+    pub fn state_name(&self) -> &'static str {
+        match &self.stage {
+            Stage::Kernel(k) if k.up.shut || k.down.shut => "half-closed",
+            Stage::Kernel(_) => "relaying",
+            _ => self.user.state_name(),
+        }
+    }
+
+    /// True once linked: the kernel relays the bytes.
+    pub fn kernel_relayed(&self) -> bool {
+        matches!(self.stage, Stage::Kernel(_))
+    }
+
+    /// The next time the session wants to run without an event.
+    pub fn deadline(&self) -> Option<Instant> {
+        match &self.stage {
+            Stage::Kernel(k) => Some(k.recheck.map_or(k.tick, |r| r.min(k.tick))),
+            Stage::Unwinding { recheck, .. } => Some(*recheck),
+            Stage::User | Stage::Refused => None,
+        }
+    }
+
+    /// When bytes were last seen moving through the kernel (measured now),
+    /// for the loop's idle timeout; None before the link.
+    pub fn last_moved(
+        &mut self,
+        client: &TcpStream,
+        upstream: &Upstream,
+        now: Instant,
+    ) -> Option<Instant> {
+        let Stage::Kernel(k) = &mut self.stage else {
+            return None;
+        };
+        let server = upstream.server.as_deref()?;
+        k.measure(client.as_raw_fd(), server.as_raw_fd(), now);
+        Some(k.moved_at)
+    }
+
+    /// Gives the buffers back (the connection is being dropped).
+    pub fn release(&mut self, pool: &mut Pool) {
+        self.user.release(pool);
+    }
+}
+
+fn server_token(upstream: &Upstream) -> usize {
+    upstream.server.as_ref().map_or(0, |s| s.token().0)
+}
+
+impl Kernel {
+    /// Refreshes `moved` both ways from the kernel's counters.
+    fn measure(&mut self, a: RawFd, b: RawFd, now: Instant) {
+        if let Ok((c, _, _)) = probe::consumed(a) {
+            self.up.moved = c.saturating_sub(self.up.src_base);
+        }
+        if let Ok((c, _, _)) = probe::consumed(b) {
+            self.down.moved = c.saturating_sub(self.down.src_base);
+        }
+        let total = self.up.moved + self.down.moved;
+        if total != self.seen {
+            self.seen = total;
+            self.moved_at = now;
+        }
+    }
+
+    /// One look after an event or a timer: errors, FINs to forward, counters.
+    fn check(
+        &mut self,
+        client: &mut TcpStream,
+        upstream: &mut Upstream,
+        now: Instant,
+    ) -> io::Result<Step> {
+        let Some(server) = upstream.server.as_deref_mut() else {
+            return Ok(Step::Open(0, 0));
+        };
+        for s in [&*client, &*server] {
+            if let Some(e) = s.take_error()? {
+                return Err(e);
+            }
+        }
+        let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
+        let mut waiting = false;
+        waiting |= forward_fin(&mut self.up, a, server)?;
+        waiting |= forward_fin(&mut self.down, b, client)?;
+        self.measure(a, b, now);
+        let up = self.up.moved.saturating_sub(self.reported.0);
+        let down = self.down.moved.saturating_sub(self.reported.1);
+        self.reported = (self.reported.0 + up, self.reported.1 + down);
+        if self.up.shut && self.down.shut {
+            return Ok(Step::Finished(up, down));
+        }
+        if waiting {
+            self.recheck = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(RECHECK_MAX);
+        } else {
+            self.recheck = None;
+            self.backoff = RECHECK_MIN;
+        }
+        if now >= self.tick {
+            self.tick = now + TICK;
+        }
+        Ok(Step::Open(up, down))
+    }
+}
+
+/// Forwards the source's FIN to `dst` once every byte consumed from the
+/// source has entered `dst`'s send queue; true while a FIN waits for that.
+fn forward_fin(half: &mut Half, src: RawFd, dst: &TcpStream) -> io::Result<bool> {
+    if half.shut {
+        return Ok(false);
+    }
+    let (consumed, fin, inq) = probe::consumed(src)?;
+    if inq > 0 {
+        // Bytes left in the receive queue (they came before the link and
+        // no later segment ran the verdict): push them through now.
+        let _ = crate::bpf::relay::kick(src);
+    }
+    if !fin {
+        return Ok(false);
+    }
+    if inq > 0 {
+        return Ok(true);
+    }
+    let entered = probe::entered(dst.as_raw_fd())?;
+    if entered.saturating_sub(half.dst_base) < consumed.saturating_sub(half.src_base) {
+        return Ok(true);
+    }
+    match dst.shutdown(Shutdown::Write) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+        Err(e) => return Err(e),
+    }
+    half.shut = true;
+    half.moved = consumed.saturating_sub(half.src_base);
+    Ok(false)
+}

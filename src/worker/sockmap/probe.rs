@@ -1,0 +1,125 @@
+//! Owns what the kernel data plane asks a socket instead of reading it:
+//! `TCP_INFO` (state, bytes acked, bytes received), the receive and send
+//! queue lengths (`SIOCINQ`, `SIOCOUTQ`), and the epoll interest that
+//! leaves only the peer's FIN and errors to wake the worker.
+//!
+//! Byte accounting from these, per socket:
+//! - *consumed* (bytes taken from its receive queue, by user space or by
+//!   the verdict program) = `bytes_received - inq - fin`, where `fin` is 1
+//!   once the peer's FIN arrived (the kernel counts the FIN's sequence
+//!   number in `bytes_received`; measured, Linux 6.18);
+//! - *entered* (bytes written into its send queue) = `bytes_acked + outq`
+//!   while its own FIN is not sent.
+//!
+//! Each figure is read with `TCP_INFO` first and the queue length second,
+//! so a packet in between can only make it smaller, never larger: a check
+//! "every byte consumed from A entered B" that holds on these figures
+//! holds for the kernel's.
+
+use nix::errno::Errno;
+use nix::libc;
+use std::os::fd::RawFd;
+
+/// `TCP_CLOSE_WAIT`, `TCP_LAST_ACK`, `TCP_CLOSING`, `TCP_TIME_WAIT`,
+/// `TCP_CLOSE`: the peer's FIN arrived (or the socket is closed).
+const FIN_STATES: [u8; 5] = [8, 9, 11, 6, 7];
+
+/// The prefix of `struct tcp_info` (linux/tcp.h) up to `tcpi_bytes_received`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+struct TcpInfo {
+    state: u8,
+    _small: [u8; 7],
+    _u32s: [u32; 24],
+    _pacing: [u64; 2],
+    bytes_acked: u64,
+    bytes_received: u64,
+}
+
+/// What `TCP_INFO` says about one socket.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Info {
+    /// The peer's FIN has arrived (or the socket is closed).
+    pub fin: bool,
+    /// `tcpi_bytes_acked`.
+    pub acked: u64,
+    /// `tcpi_bytes_received`.
+    pub received: u64,
+}
+
+/// `TCP_INFO` of `fd`.
+pub fn info(fd: RawFd) -> Result<Info, Errno> {
+    let mut ti = TcpInfo::default();
+    let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: `ti` is a live #[repr(C)] local of `len` bytes; the kernel
+    // writes at most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut ti as *mut TcpInfo).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    if (len as usize) < std::mem::size_of::<TcpInfo>() {
+        return Err(Errno::ENOPROTOOPT);
+    }
+    Ok(Info {
+        fin: FIN_STATES.contains(&ti.state),
+        acked: ti.bytes_acked,
+        received: ti.bytes_received,
+    })
+}
+
+/// `SIOCINQ` (`inq`) or `SIOCOUTQ` of `fd`.
+fn queue(fd: RawFd, inq: bool) -> Result<u64, Errno> {
+    let mut n: libc::c_int = 0;
+    let p = &mut n as *mut libc::c_int;
+    // SAFETY: SIOCINQ/SIOCOUTQ write one c_int into the live local `n`.
+    let r = unsafe {
+        if inq {
+            libc::ioctl(fd, libc::FIONREAD, p)
+        } else {
+            libc::ioctl(fd, libc::TIOCOUTQ, p)
+        }
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Bytes taken from `fd`'s receive queue so far, and whether its peer's
+/// FIN arrived. Bytes still queued (`inq > 0`) are returned too.
+pub fn consumed(fd: RawFd) -> Result<(u64, bool, u64), Errno> {
+    let i = info(fd)?;
+    let inq = queue(fd, true)?;
+    let c = i.received.saturating_sub(inq + u64::from(i.fin));
+    Ok((c, i.fin, inq))
+}
+
+/// Bytes written into `fd`'s send queue so far (before its own FIN).
+pub fn entered(fd: RawFd) -> Result<u64, Errno> {
+    let i = info(fd)?;
+    let outq = queue(fd, false)?;
+    Ok(i.acked + outq)
+}
+
+/// Makes `fd`'s registration in `epoll` (under `token`) wake only for the
+/// peer's FIN (EPOLLRDHUP), errors and hang-ups (always on): the data-ready
+/// wake-ups the kernel relay raises for every redirected skb no longer
+/// reach the worker.
+pub fn watch_fin_only(epoll: RawFd, fd: RawFd, token: usize) -> Result<(), Errno> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+        u64: token as u64,
+    };
+    // SAFETY: `ev` is a live epoll_event; EPOLL_CTL_MOD only reads it.
+    let r = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+    if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
