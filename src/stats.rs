@@ -27,6 +27,32 @@ pub struct Status {
     pub workers: Vec<WorkerRow>,
     /// One entry per listen of the serving generation.
     pub listens: Vec<ListenRow>,
+    /// One entry per server found by DNS (`resolve`) of the serving generation.
+    #[serde(default)]
+    pub dns: Vec<DnsRow>,
+}
+
+/// One `resolve` entry: what was looked up, how it went, what it gave.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct DnsRow {
+    /// The listen it belongs to.
+    pub listen: String,
+    /// The name as written (`api.internal:8080`, `_http._tcp.api.internal`).
+    pub name: String,
+    /// `a` (A/AAAA) or `srv`.
+    pub kind: String,
+    /// Its slots (`max`).
+    pub max: usize,
+    /// When the last lookup finished (Unix seconds); none yet: `None`.
+    pub last_resolve: Option<u64>,
+    /// `ok`, `pending` or `failed: WHY` (the last good set is kept).
+    pub result: String,
+    /// Lookups that failed or came back empty.
+    pub failures: u64,
+    /// Addresses taking new connections.
+    pub addresses: Vec<String>,
+    /// Addresses that left the answer, still finishing connections.
+    pub draining: Vec<String>,
 }
 
 /// One worker process.
@@ -488,6 +514,7 @@ mod tests {
     #[test]
     fn status_text_names_workers_and_servers() {
         let s = Status {
+            dns: Vec::new(),
             version: "0.1.0".into(),
             master_pid: 10,
             generation: 2,

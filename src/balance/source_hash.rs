@@ -90,6 +90,7 @@ mod tests {
                 slow_start: None,
                 health: None,
                 pool: None,
+                dns: None,
             })
             .collect()
     }

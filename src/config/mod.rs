@@ -5,10 +5,13 @@
 //! strings in [`size`]). `lbctl check`, `lbctl start` and `lbctl reload` all go
 //! through [`load`].
 
+pub mod dns;
 pub mod duration;
 pub mod raw;
 pub mod size;
 pub mod validate;
+
+pub use dns::{DnsSlot, DnsSpec, Lookup, ResolverConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -27,6 +30,8 @@ pub struct Config {
     /// `[admin]`: the metrics and status page listener; `None` (no `[admin]`
     /// section) means none is opened.
     pub admin: Option<AdminConfig>,
+    /// `[resolver]`: nameservers for servers with `resolve`.
+    pub resolver: ResolverConfig,
 }
 
 /// `[admin]`: an HTTP listener served by the master (`GET /metrics`,
@@ -379,6 +384,8 @@ pub struct ServerConfig {
     /// The named pool the server belongs to; `None` for the listen's own
     /// `servers` (pool `"default"`).
     pub pool: Option<String>,
+    /// Set when the server is a slot of a `resolve` entry (see [`DnsSlot`]).
+    pub dns: Option<DnsSlot>,
 }
 
 impl ServerConfig {

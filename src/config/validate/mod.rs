@@ -41,6 +41,9 @@
 //! - `forwarded` names a header at most once; a route may not repeat an
 //!   earlier route's host and path_prefix (it could never match).
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
+//! - A server with `resolve` becomes `max` slots named `LABEL#1` ..
+//!   `LABEL#max` (LABEL: its `name`, else its `addr`); their placeholder
+//!   addresses are exempt from the unique-address rule. (`resolve.rs`)
 //! - `[admin]` needs a `bind`, which must not clash with a listen's bind as
 //!   two listens' binds must not.
 
@@ -52,6 +55,7 @@ mod listen;
 mod located;
 mod master;
 mod pools;
+mod resolve;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -63,6 +67,7 @@ pub use http::{FORWARDED_HEADERS, HEADER_BYTES, MAX_HEADERS, MAX_IDLE_CONNS, MIN
 pub use listen::{MAX_QUEUE, MAX_RETRIES, MODES};
 pub use master::MAX_WORKERS;
 pub use pools::DEFAULT_POOL;
+pub use resolve::{DEFAULT_SLOTS, MAX_SLOTS, MIN_RESOLVE};
 pub use server::MAX_WEIGHT;
 
 use super::raw::RawConfig;
@@ -83,10 +88,12 @@ pub fn validate(raw: RawConfig, src: &str, base: &Path) -> Result<Config> {
     let master = v.master(raw.master.unwrap_or_default())?;
     let listens = v.listens(raw.listen.as_ref())?;
     let admin = v.admin(raw.admin.as_ref(), &listens)?;
+    let resolver = v.resolver(raw.resolver.as_ref())?;
     Ok(Config {
         master,
         listens,
         admin,
+        resolver,
     })
 }
 
