@@ -437,7 +437,44 @@ impl Status {
                 );
             }
         }
+        for d in &self.dns {
+            let _ = writeln!(out, "{}", d.line());
+        }
         out
+    }
+}
+
+impl DnsRow {
+    /// `dns web/api.internal:8080 (a, max 8): ok 3s ago, 2 addresses: ...`.
+    pub fn line(&self) -> String {
+        let ago = match self.last_resolve {
+            Some(t) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(t, |d| d.as_secs());
+                format!(" {}s ago", now.saturating_sub(t))
+            }
+            None => String::new(),
+        };
+        let mut line = format!(
+            "dns {}/{} ({}, max {}): {}{ago}, {} failed lookups; {} addresses: {}",
+            self.listen,
+            self.name,
+            self.kind,
+            self.max,
+            self.result,
+            self.failures,
+            self.addresses.len(),
+            if self.addresses.is_empty() {
+                "-".to_string()
+            } else {
+                self.addresses.join(", ")
+            }
+        );
+        if !self.draining.is_empty() {
+            let _ = write!(line, "; draining: {}", self.draining.join(", "));
+        }
+        line
     }
 }
 

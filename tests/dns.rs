@@ -8,7 +8,9 @@
 //! Skips, saying so, only when dnsmasq is not installed.
 
 use crate::util::backend::Backend;
-use crate::util::{Conf, Lbctl, Master, TempDir, fetch, free_port, wait_until, write_file};
+use crate::util::{
+    Conf, Lbctl, Master, TempDir, fetch, free_addr, free_port, wait_until, write_file,
+};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -120,8 +122,22 @@ fn udp_answers(port: u16) -> bool {
 /// A lbctl config with one listen whose servers are `servers` (TOML) and
 /// `[resolver]` pointing at `ns`.
 fn write_conf(dir: &TempDir, servers: &str, balance: &str, ns: &str) -> PathBuf {
+    write_conf_admin(dir, servers, balance, ns, None)
+}
+
+/// As [`write_conf`], with an `[admin]` listener on `admin`.
+fn write_conf_admin(
+    dir: &TempDir,
+    servers: &str,
+    balance: &str,
+    ns: &str,
+    admin: Option<SocketAddr>,
+) -> PathBuf {
     let placeholder: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-    let conf = Conf::new(dir, &[placeholder]).listen(|l| l.balance(balance));
+    let mut conf = Conf::new(dir, &[placeholder]).listen(|l| l.balance(balance));
+    if let Some(a) = admin {
+        conf = conf.admin(a, None);
+    }
     let text = conf.to_toml().replace(
         "servers = [ { addr = \"127.0.0.1:9\" } ]",
         &format!("servers = [ {servers} ]"),
@@ -176,7 +192,14 @@ fn a_records_join_and_leave_the_pool_without_a_reload() {
     let _b4 = backend_on([127, 0, 0, 4], port, "b4");
     let mut dns = Dnsmasq::start(&dir, "127.0.0.2 api.test\n127.0.0.3 api.test\n", "");
     let servers = format!("{{ addr = \"api.test:{port}\", resolve = \"1s\", max = 4 }}");
-    let path = write_conf(&dir, &servers, "round_robin", &dns.nameserver());
+    let admin = free_addr();
+    let path = write_conf_admin(
+        &dir,
+        &servers,
+        "round_robin",
+        &dns.nameserver(),
+        Some(admin),
+    );
     Lbctl::new(&dir, &path).run("check", &[]).assert_success();
     let m = Master::start(&dir, &path);
     let lb = Lbctl::new(&dir, &path);
@@ -195,6 +218,27 @@ fn a_records_join_and_leave_the_pool_without_a_reload() {
     let row = dns_row(&lb);
     assert_eq!(row["result"], "ok", "{row}");
     assert_eq!(strings(&row["addresses"]).len(), 2, "{row}");
+    let metrics = http_get(admin, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("lbctl_dns_addresses{") && l.ends_with(" 2")),
+        "{metrics}"
+    );
+
+    // A reload: the new generation's slots start from the last good answer.
+    lb.run("reload", &[]).assert_success();
+    let row = dns_row(&lb);
+    assert_eq!(
+        strings(&row["addresses"]).len(),
+        2,
+        "at once after the reload: {row}"
+    );
+    let r = replies(bind, 6);
+    assert!(
+        r.iter().any(|x| x == "b2") && r.iter().any(|x| x == "b3"),
+        "{r:?}"
+    );
 
     // A connection held open on b2, then b2 leaves the answer and b4 joins.
     let mut held = None;
@@ -331,10 +375,23 @@ fn srv_records_give_ports_weights_and_a_backup_tier() {
     );
 }
 
+/// The body of `GET path` from the admin listener.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut c = TcpStream::connect(addr).expect("connect admin");
+    let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    std::io::Write::write_all(&mut c, req.as_bytes()).expect("send");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out
+}
+
 /// The first listen's bind in the written file.
 fn listen_bind(path: &Path) -> SocketAddr {
     let text = std::fs::read_to_string(path).expect("read conf");
-    text.lines()
+    let listen = text.find("[[listen]]").map_or(&text[..], |i| &text[i..]);
+    listen
+        .lines()
         .find_map(|l| {
             l.strip_prefix("bind = \"")
                 .and_then(|r| r.strip_suffix('"'))

@@ -20,8 +20,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant, SystemTime};
 
-/// The token the resolver thread wakes the master's loop with.
-pub const WAKE: Token = Token(103);
+/// The token the resolver thread wakes the master's loop with (100-103:
+/// control, upgrade, handover, admin listener).
+pub const WAKE: Token = Token(104);
 
 /// A drained slot is emptied (and may take another address) only after it
 /// drained this long with no connection left, so a worker that picked it

@@ -127,7 +127,12 @@ impl Worker {
             let addr = match listen.servers[id].dns {
                 Some(_) => match self.region.server(g).member_addr() {
                     Some(a) => a,
-                    None => break,
+                    // Emptied since the pick (the master empties only
+                    // slots drained a while): another server, then.
+                    None => {
+                        conn.upstream.tried.push(id);
+                        continue;
+                    }
                 },
                 None => listen.servers[id].addr,
             };
