@@ -399,3 +399,39 @@ fn listen_bind(path: &Path) -> SocketAddr {
         .and_then(|a| a.parse().ok())
         .expect("a bind")
 }
+
+#[test]
+fn health_checks_probe_the_resolved_addresses() {
+    if skip() {
+        return;
+    }
+    let dir = TempDir::new();
+    let port = free_port();
+    let _b2 = backend_on([127, 0, 0, 2], port, "b2");
+    // 127.0.0.5 has nothing listening on `port`: its checks fail.
+    let dns = Dnsmasq::start(&dir, "127.0.0.2 chk.test\n127.0.0.5 chk.test\n", "");
+    let servers = format!(
+        "{{ addr = \"chk.test:{port}\", resolve = \"1s\", max = 2, \
+         health = {{ kind = \"tcp\", interval = \"200ms\", timeout = \"200ms\", rise = 1, fall = 1 }} }}"
+    );
+    let path = write_conf(&dir, &servers, "round_robin", &dns.nameserver());
+    let _m = Master::start(&dir, &path);
+    let lb = Lbctl::new(&dir, &path);
+    let bind = listen_bind(&path);
+    let dead = format!("127.0.0.5:{port}");
+    let live = format!("127.0.0.2:{port}");
+    let state_of = |addr: &str| -> Option<String> {
+        lb.status_json()["listens"][0]["servers"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["addr"] == addr).cloned())
+            .and_then(|s| s["state"].as_str().map(str::to_string))
+    };
+    assert!(
+        wait_until(WAIT, || state_of(&dead).as_deref() == Some("down")
+            && state_of(&live).as_deref() == Some("up")),
+        "the unreachable address is checked down, the live one up: {}",
+        lb.status_json()
+    );
+    let r = replies(bind, 6);
+    assert_eq!(r, vec!["b2"; 6], "only the live address serves");
+}
