@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
+mod dns;
+pub use dns::DnsRow;
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -30,29 +33,6 @@ pub struct Status {
     /// One entry per server found by DNS (`resolve`) of the serving generation.
     #[serde(default)]
     pub dns: Vec<DnsRow>,
-}
-
-/// One `resolve` entry: what was looked up, how it went, what it gave.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct DnsRow {
-    /// The listen it belongs to.
-    pub listen: String,
-    /// The name as written (`api.internal:8080`, `_http._tcp.api.internal`).
-    pub name: String,
-    /// `a` (A/AAAA) or `srv`.
-    pub kind: String,
-    /// Its slots (`max`).
-    pub max: usize,
-    /// When the last lookup finished (Unix seconds); none yet: `None`.
-    pub last_resolve: Option<u64>,
-    /// `ok`, `pending` or `failed: WHY` (the last good set is kept).
-    pub result: String,
-    /// Lookups that failed or came back empty.
-    pub failures: u64,
-    /// Addresses taking new connections.
-    pub addresses: Vec<String>,
-    /// Addresses that left the answer, still finishing connections.
-    pub draining: Vec<String>,
 }
 
 /// One worker process.
@@ -441,40 +421,6 @@ impl Status {
             let _ = writeln!(out, "{}", d.line());
         }
         out
-    }
-}
-
-impl DnsRow {
-    /// `dns web/api.internal:8080 (a, max 8): ok 3s ago, 2 addresses: ...`.
-    pub fn line(&self) -> String {
-        let ago = match self.last_resolve {
-            Some(t) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(t, |d| d.as_secs());
-                format!(" {}s ago", now.saturating_sub(t))
-            }
-            None => String::new(),
-        };
-        let mut line = format!(
-            "dns {}/{} ({}, max {}): {}{ago}, {} failed lookups; {} addresses: {}",
-            self.listen,
-            self.name,
-            self.kind,
-            self.max,
-            self.result,
-            self.failures,
-            self.addresses.len(),
-            if self.addresses.is_empty() {
-                "-".to_string()
-            } else {
-                self.addresses.join(", ")
-            }
-        );
-        if !self.draining.is_empty() {
-            let _ = write!(line, "; draining: {}", self.draining.join(", "));
-        }
-        line
     }
 }
 
