@@ -12,7 +12,9 @@ use super::{Master, log};
 use crate::config::{Config, Lookup};
 use crate::resolve::slots::{Change, SlotState, assign};
 use crate::resolve::{Member, Outcome, Plan, Resolver};
-use crate::shm::{self, HEALTH_UP, MEMBER_ACTIVE, MEMBER_DRAINING, MEMBER_EMPTY, Region};
+use crate::shm::{
+    self, ADMIN_ENABLED, HEALTH_UP, MEMBER_ACTIVE, MEMBER_DRAINING, MEMBER_EMPTY, Region,
+};
 use crate::stats::DnsRow;
 use mio::{Token, Waker};
 use std::collections::HashMap;
@@ -238,10 +240,17 @@ impl Master {
                     let gi = first + i;
                     let cell = region.server(gi);
                     let server = &listen.servers[gi - first_of_listen(&g.config, li)];
-                    cell.weight
-                        .store(member.weight.unwrap_or(server.weight), Relaxed);
+                    // An SRV weight follows the records; an A/AAAA slot keeps
+                    // a runtime `server weight` until its address changes.
+                    if let Some(w) = member.weight {
+                        cell.weight.store(w, Relaxed);
+                    }
                     cell.member_backup.store(u32::from(member.backup), Relaxed);
                     if cell.member.load(Relaxed) == MEMBER_EMPTY {
+                        // A new address: the slot's runtime state starts over.
+                        cell.weight
+                            .store(member.weight.unwrap_or(server.weight), Relaxed);
+                        cell.admin.store(ADMIN_ENABLED, Relaxed);
                         cell.set_member_addr(member.addr);
                         cell.health.store(HEALTH_UP, Relaxed);
                         cell.down_until_ms.store(0, Relaxed);
