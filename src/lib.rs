@@ -26,6 +26,7 @@ pub mod limits;
 pub mod master;
 pub mod netutil;
 pub mod proxy_protocol;
+pub mod resolve;
 pub mod serving;
 pub mod shm;
 pub mod stats;

@@ -207,6 +207,7 @@ mod tests {
     /// servers are all up.
     fn healthy() -> Status {
         Status {
+            dns: Vec::new(),
             version: "0.1.0".into(),
             master_pid: 10,
             generation: 2,

@@ -65,6 +65,69 @@ pub struct ServerCell {
     /// The listen's data plane as its workers found it (first server's
     /// cell; 0 = not reported): see `worker::sockmap::plane`; workers.
     pub dataplane: AtomicU32,
+    /// A slot of a DNS entry: [`MEMBER_STATIC`] (not one), [`MEMBER_EMPTY`],
+    /// [`MEMBER_ACTIVE`] or [`MEMBER_DRAINING`]; master. Stored with
+    /// `Release` after the address, so a worker that loads it with
+    /// `Acquire` and sees ACTIVE reads a complete address.
+    pub member: AtomicU32,
+    /// 1 when the slot's SRV priority makes it a backup; master.
+    pub member_backup: AtomicU32,
+    /// Monotonic ms of the slot's last state change; master.
+    pub member_since_ms: AtomicU64,
+    /// The slot's address: IP bytes (IPv4 in the first 4), big endian; master.
+    pub member_ip: [AtomicU64; 2],
+    /// The slot's port, plus `1 << 16` for IPv6; master.
+    pub member_port: AtomicU32,
+}
+
+/// `ServerCell::member`: a server from the file, not a DNS slot.
+pub const MEMBER_STATIC: u32 = 0;
+/// `ServerCell::member`: a DNS slot without an address.
+pub const MEMBER_EMPTY: u32 = 1;
+/// `ServerCell::member`: a DNS slot with an address, taking connections.
+pub const MEMBER_ACTIVE: u32 = 2;
+/// `ServerCell::member`: a DNS slot whose address left the answer: its
+/// connections finish, it takes no new ones.
+pub const MEMBER_DRAINING: u32 = 3;
+
+impl ServerCell {
+    /// Writes a DNS slot's address (the master, only while no worker may
+    /// pick the slot: empty, or the same address).
+    pub fn set_member_addr(&self, addr: std::net::SocketAddr) {
+        let (bytes, v6) = match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&ip.octets());
+                (b, 0)
+            }
+            std::net::IpAddr::V6(ip) => (ip.octets(), 1u32 << 16),
+        };
+        let mut hi = [0u8; 8];
+        let mut lo = [0u8; 8];
+        hi.copy_from_slice(&bytes[..8]);
+        lo.copy_from_slice(&bytes[8..]);
+        self.member_ip[0].store(u64::from_be_bytes(hi), Relaxed);
+        self.member_ip[1].store(u64::from_be_bytes(lo), Relaxed);
+        self.member_port.store(u32::from(addr.port()) | v6, Relaxed);
+    }
+
+    /// A DNS slot's address (`None`: a static server or an empty slot).
+    pub fn member_addr(&self) -> Option<std::net::SocketAddr> {
+        let state = self.member.load(std::sync::atomic::Ordering::Acquire);
+        if state == MEMBER_STATIC || state == MEMBER_EMPTY {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.member_ip[0].load(Relaxed).to_be_bytes());
+        bytes[8..].copy_from_slice(&self.member_ip[1].load(Relaxed).to_be_bytes());
+        let port = self.member_port.load(Relaxed);
+        let ip = if port >> 16 == 1 {
+            std::net::IpAddr::from(bytes)
+        } else {
+            std::net::IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+        };
+        Some(std::net::SocketAddr::new(ip, port as u16))
+    }
 }
 
 /// Per-worker-slot counters.
@@ -388,6 +451,21 @@ mod tests {
         r.reset_slot(2);
         assert_eq!(r.server_active(3), 1);
         assert_eq!(r.slot(2).total.load(Relaxed), 9);
+    }
+
+    #[test]
+    fn a_member_address_round_trips_and_hides_while_empty() {
+        let r = Region::new(1, 2).expect("map");
+        let cell = r.server(1);
+        assert_eq!(cell.member_addr(), None, "static");
+        for a in ["127.0.0.3:8080", "[2001:db8::7]:53"] {
+            let addr: std::net::SocketAddr = a.parse().expect("addr");
+            cell.member.store(MEMBER_EMPTY, Relaxed);
+            cell.set_member_addr(addr);
+            assert_eq!(cell.member_addr(), None, "empty");
+            cell.member.store(MEMBER_ACTIVE, Relaxed);
+            assert_eq!(cell.member_addr(), Some(addr));
+        }
     }
 
     #[test]

@@ -6,6 +6,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
+mod dns;
+pub use dns::DnsRow;
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -27,6 +30,9 @@ pub struct Status {
     pub workers: Vec<WorkerRow>,
     /// One entry per listen of the serving generation.
     pub listens: Vec<ListenRow>,
+    /// One entry per server found by DNS (`resolve`) of the serving generation.
+    #[serde(default)]
+    pub dns: Vec<DnsRow>,
 }
 
 /// One worker process.
@@ -457,6 +463,9 @@ impl Status {
                 );
             }
         }
+        for d in &self.dns {
+            let _ = writeln!(out, "{}", d.line());
+        }
         out
     }
 }
@@ -537,6 +546,7 @@ mod tests {
     #[test]
     fn status_text_names_workers_and_servers() {
         let s = Status {
+            dns: Vec::new(),
             version: "0.1.0".into(),
             master_pid: 10,
             generation: 2,

@@ -21,6 +21,8 @@ mod bounds;
 mod client_limits;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
+// Servers found by DNS: a real dnsmasq on loopback, records changed live.
+mod dns;
 // `mode = "http"`: per-request balancing, pipelining, bodies, websocket,
 // lbctl's own answers, forwarded headers, failover, routing.
 mod http_mode;

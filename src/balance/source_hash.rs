@@ -91,6 +91,7 @@ mod tests {
                 health: None,
                 pool: None,
                 send_proxy: None,
+                dns: None,
             })
             .collect()
     }

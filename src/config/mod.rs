@@ -5,11 +5,14 @@
 //! strings in [`size`], checks against the host in [`host`]). `lbctl check`
 //! and `lbctl start` go through [`load`], a reload through [`load_for_reload`].
 
+pub mod dns;
 pub mod duration;
 pub mod host;
 pub mod raw;
 pub mod size;
 pub mod validate;
+
+pub use dns::{DnsSlot, DnsSpec, Lookup, ResolverConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ pub struct Config {
     /// `[admin]`: the metrics and status page listener; `None` (no `[admin]`
     /// section) means none is opened.
     pub admin: Option<AdminConfig>,
+    /// `[resolver]`: nameservers for servers with `resolve`.
+    pub resolver: ResolverConfig,
 }
 
 /// `[admin]`: an HTTP listener served by the master (`GET /metrics`,
@@ -409,6 +414,8 @@ pub struct ServerConfig {
     /// address is written on every connection to the server (health checks
     /// send v1 `UNKNOWN` / v2 `LOCAL`). `None` (the default): none.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// Set when the server is a slot of a `resolve` entry (see [`DnsSlot`]).
+    pub dns: Option<DnsSlot>,
 }
 
 impl ServerConfig {

@@ -60,6 +60,8 @@ struct Probe {
     /// Bytes written once connected (empty for `tcp`).
     request: Vec<u8>,
     state: HealthState,
+    /// No probes while set (a DNS slot without an address).
+    paused: bool,
     /// When the next probe starts (meaningful while none is in flight).
     next_start: Instant,
     flight: Option<Flight>,
@@ -107,6 +109,7 @@ impl Checker {
                     request: probe_request(&target),
                     target,
                     state: HealthState::new_up(),
+                    paused: false,
                     next_start: later(now, offset),
                     flight: None,
                 }
@@ -143,6 +146,7 @@ impl Checker {
         }
         self.probes
             .iter()
+            .filter(|p| !p.paused)
             .map(|p| match &p.flight {
                 Some(f) => f.deadline,
                 None => p.next_start,
@@ -161,7 +165,7 @@ impl Checker {
                 let detail = timeout_detail(probe.target.config.timeout);
                 probe.finish(registry, Err(detail), now, out);
             }
-            if probe.flight.is_none() && now >= probe.next_start {
+            if probe.flight.is_none() && !probe.paused && now >= probe.next_start {
                 probe.start(registry, Token(self.token_base + i), now, out);
             }
         }
@@ -199,6 +203,38 @@ impl Checker {
     pub fn force(&mut self, id: usize, state: HealthState) {
         for probe in self.probes.iter_mut().filter(|p| p.target.id == id) {
             probe.state = state;
+        }
+    }
+
+    /// Stops probing target `id` until [`Checker::retarget`] gives it an address.
+    pub fn pause(&mut self, id: usize) {
+        for probe in self.probes.iter_mut().filter(|p| p.target.id == id) {
+            probe.paused = true;
+        }
+    }
+
+    /// Points target `id` at `addr` (a DNS slot's new address: it starts
+    /// up, probed at once), or pauses it (`None`: the slot emptied). A probe
+    /// in flight to the old address is dropped.
+    pub fn retarget(
+        &mut self,
+        registry: &Registry,
+        id: usize,
+        addr: Option<SocketAddr>,
+        now: Instant,
+    ) {
+        for probe in self.probes.iter_mut().filter(|p| p.target.id == id) {
+            if let Some(mut flight) = probe.flight.take() {
+                // The socket is closed right after; a failed deregister changes nothing.
+                let _ = registry.deregister(&mut flight.stream);
+            }
+            probe.paused = addr.is_none();
+            if let Some(a) = addr {
+                probe.target.addr = a;
+                probe.request = request_bytes(&probe.target.config.kind, a);
+                probe.state = HealthState::new_up();
+                probe.next_start = now;
+            }
         }
     }
 

@@ -75,6 +75,7 @@ impl Master {
         self.respawn_due(now);
         self.enforce_deadlines(now);
         self.run_health(now);
+        self.dns_tick(now);
         self.retire_finished();
         self.finish_connections(now);
         self.expire_clients(now);
@@ -418,6 +419,7 @@ impl Master {
         self.reload_waiters = waiters;
         self.reload_deadline = Some(now + RELOAD_TIMEOUT);
         log(&format!("reloading: starting generation {number}"));
+        self.dns_sync(now);
         self.respawn_due(now);
     }
 
@@ -464,6 +466,7 @@ impl Master {
             "reloaded: generation {number} accepting; {drained} old workers draining"
         ));
         daemon::sd_notify("READY=1");
+        self.dns_sync(now);
         let waiters = std::mem::take(&mut self.reload_waiters);
         let message = format!("reloaded: generation {number}");
         self.respond_all(waiters, Response::Done { message });

@@ -8,6 +8,7 @@
 mod admin;
 mod commands;
 pub mod daemon;
+mod dns;
 mod health_sync;
 mod lifecycle;
 pub mod listeners;
@@ -225,6 +226,8 @@ pub struct Master {
     admin: admin::Admin,
     /// 0, or 2 when the first generation never got its workers accepting.
     exit_code: i32,
+    /// Servers found by DNS: the resolver thread and each lookup's state.
+    dns: dns::Dns,
 }
 
 /// How a master comes to life.
@@ -372,6 +375,7 @@ impl Master {
             handed_over: false,
             admin,
             exit_code: 0,
+            dns: dns::Dns::default(),
         };
         m.admin_register();
         log(&format!(
@@ -385,6 +389,7 @@ impl Master {
         {
             log(&format!("admin listener on http://{}/status", a.bind));
         }
+        m.dns_sync(now);
         m.reconcile(now);
         Ok(m)
     }
@@ -444,6 +449,8 @@ impl Master {
             self.on_upgrade_ready(now);
         } else if t == HANDOVER {
             self.on_handover();
+        } else if t == dns::WAKE {
+            self.on_dns(now);
         } else if t == admin::LISTENER {
             self.admin_accept(now);
         } else if admin::owns(t) {

@@ -8,7 +8,7 @@ use super::listeners::Listeners;
 use super::supervisor::{Generation, Identity, ServerNote, Slot, WorkerState};
 use crate::config::{Config, ListenConfig, ServerConfig};
 use crate::health::{Checker, Target};
-use crate::shm::{HEALTH_UP, Region};
+use crate::shm::{HEALTH_UP, MEMBER_EMPTY, Region};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -68,6 +68,13 @@ pub fn inherit_health(old: &Generation, new: &mut Generation) {
     };
     let old_index = index(old);
     for (listen, addr, i) in index(new) {
+        // DNS slots start empty and are filled from the last good answer.
+        if servers(&new.config)
+            .nth(i)
+            .is_some_and(|(_, _, s)| s.dns.is_some())
+        {
+            continue;
+        }
         let Some(&(_, _, j)) = old_index
             .iter()
             .find(|(l, a, _)| *l == listen && *a == addr)
@@ -109,6 +116,9 @@ pub fn new_generation(
         let cell = region.server(g);
         cell.weight.store(s.weight, Relaxed);
         cell.health.store(HEALTH_UP, Relaxed);
+        if s.dns.is_some() {
+            cell.member.store(MEMBER_EMPTY, Relaxed);
+        }
         if let Some(h) = &s.health {
             targets.push(Target {
                 id: g,
@@ -131,7 +141,14 @@ pub fn new_generation(
     let checker = if targets.is_empty() {
         None
     } else {
-        Some(Checker::new(targets, health_token_base(number), now))
+        let mut c = Checker::new(targets, health_token_base(number), now);
+        // A DNS slot is probed only while it holds an address.
+        for (g, _, s) in servers(&config) {
+            if s.dns.is_some() {
+                c.pause(g);
+            }
+        }
+        Some(c)
     };
     let slots = (0..slots)
         .map(|_| Slot {

@@ -76,6 +76,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
         .or_else(|| m.gens.last());
     let mut listens = Vec::new();
     let mut workers_configured = 0;
+    let dns = serving.map_or_else(Vec::new, |g| m.dns_rows(&g.config, &g.region));
     if let Some(g) = serving {
         workers_configured = g.config.master.workers.get();
         let mut idx = 0;
@@ -113,17 +114,24 @@ pub fn status(m: &Master, now: Instant) -> Status {
             row.responses = row.local;
             for s in &l.servers {
                 let cell = g.region.server(idx);
+                // An empty DNS slot is no server yet: no row.
+                let member = cell.member.load(Relaxed);
+                if member == crate::shm::MEMBER_EMPTY {
+                    idx += 1;
+                    continue;
+                }
                 let passive = cell.down_until_ms.load(Relaxed) > now_ms;
                 let state = match cell.admin.load(Relaxed) {
                     ADMIN_DISABLED => "disabled",
                     ADMIN_DRAINING => "draining",
+                    _ if member == crate::shm::MEMBER_DRAINING => "draining",
                     _ if cell.health.load(Relaxed) == HEALTH_DOWN || passive => "down",
                     _ => "up",
                 };
                 let note = &g.notes[idx];
                 row.servers.push(ServerRow {
                     name: s.label(),
-                    addr: s.addr.to_string(),
+                    addr: cell.member_addr().unwrap_or(s.addr).to_string(),
                     state: state.to_string(),
                     check: if passive {
                         super::health_sync::passive_note(l)
@@ -134,7 +142,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                     checks_ok: note.ok_in_row,
                     checks_failed: note.failed_in_row,
                     weight: cell.weight.load(Relaxed),
-                    backup: s.backup,
+                    backup: s.backup || cell.member_backup.load(Relaxed) == 1,
                     active: g.region.server_active(idx),
                     total: g.region.server_total(idx),
                     failures: g.region.server_failures(idx),
@@ -163,5 +171,6 @@ pub fn status(m: &Master, now: Instant) -> Status {
         workers_configured,
         workers,
         listens,
+        dns,
     }
 }

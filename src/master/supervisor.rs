@@ -227,7 +227,9 @@ pub fn spawn(
             listeners.push((i, sock.try_clone()?));
         }
     }
-    // SAFETY: the master is single-threaded, so the child is a consistent
+    // SAFETY: the master's only other thread, the DNS resolver (when a
+    // config has `resolve`), takes no lock the child could need (no stdio,
+    // no environment; see `crate::resolve`), so the child is a consistent
     // copy; it runs only the worker loop and exits without returning.
     match unsafe { nix::unistd::fork() }? {
         ForkResult::Parent { child } => {

@@ -115,7 +115,11 @@ impl Worker {
                 && let Some(stream) =
                     self.idle
                         .take(g, owner, self.now, listen.http.pool.idle_timeout)
+                && (listen.servers[id].dns.is_none()
+                    || stream.peer_addr().ok() == self.region.server(g).member_addr())
             {
+                // (A DNS slot's pooled connection to an address the slot no
+                // longer holds is dropped, i.e. closed, here.)
                 // Its token stays: only its holder changes (no epoll_ctl).
                 self.tokens.hand_to(stream.slot(), Holder::Conn(idx));
                 cell.active.fetch_add(1, Relaxed);
@@ -124,7 +128,19 @@ impl Worker {
                 conn.attach(id, stream);
                 return Dispatched::Attached;
             }
-            let addr = listen.servers[id].addr;
+            // A DNS slot connects to the address the master wrote into it.
+            let addr = match listen.servers[id].dns {
+                Some(_) => match self.region.server(g).member_addr() {
+                    Some(a) => a,
+                    // Emptied since the pick (the master empties only
+                    // slots drained a while): another server, then.
+                    None => {
+                        conn.upstream.tried.push(id);
+                        continue;
+                    }
+                },
+                None => listen.servers[id].addr,
+            };
             let deadline = self.now + listen.timeouts.connect;
             cell.active.fetch_add(1, Relaxed);
             match conn.start_connect(id, addr, deadline, &mut self.tokens, Holder::Conn(idx)) {

@@ -7,7 +7,8 @@
 
 use crate::balance::{ServerId, ServerView};
 use crate::config::{ListenConfig, ServerConfig};
-use crate::shm::{ADMIN_ENABLED, HEALTH_UP, Region};
+use crate::shm::{ADMIN_ENABLED, HEALTH_UP, MEMBER_DRAINING, MEMBER_EMPTY, Region};
+use std::sync::atomic::Ordering::Acquire;
 use std::sync::atomic::Ordering::Relaxed;
 
 /// The view of one listen's servers (or of one of its pools) at the moment
@@ -61,9 +62,20 @@ impl<'a> LiveView<'a> {
         // A primary that is merely full (max_conns) keeps the primary tier:
         // the client waits in the queue rather than spilling onto backups.
         let primary_usable = (0..servers.len())
-            .any(|id| !servers[id].backup && v.usable_ignoring_limit(id) && !v.was_tried(id));
+            .any(|id| !v.is_backup(id) && v.usable_ignoring_limit(id) && !v.was_tried(id));
         v.backup_tier = !primary_usable;
         v
+    }
+
+    /// A backup by the file, or a DNS slot from a higher SRV priority.
+    fn is_backup(&self, id: ServerId) -> bool {
+        self.servers.get(id).is_some_and(|s| s.backup)
+            || self
+                .region
+                .server(self.base + id)
+                .member_backup
+                .load(Relaxed)
+                == 1
     }
 
     fn was_tried(&self, id: ServerId) -> bool {
@@ -82,6 +94,7 @@ impl<'a> LiveView<'a> {
             && cell.admin.load(Relaxed) == ADMIN_ENABLED
             && cell.down_until_ms.load(Relaxed) <= self.now_ms
             && cell.weight.load(Relaxed) > 0
+            && !matches!(cell.member.load(Acquire), MEMBER_EMPTY | MEMBER_DRAINING)
     }
 
     /// At its `max_conns`.
@@ -96,7 +109,7 @@ impl<'a> LiveView<'a> {
     /// `max_conns`: the connection should wait in the queue.
     pub fn all_full(&self) -> bool {
         (0..self.servers.len()).any(|id| {
-            self.servers[id].backup == self.backup_tier
+            self.is_backup(id) == self.backup_tier
                 && !self.was_tried(id)
                 && self.usable_ignoring_limit(id)
                 && self.full(id)
@@ -111,7 +124,7 @@ impl ServerView for LiveView<'_> {
 
     fn eligible(&self, id: ServerId) -> bool {
         id < self.servers.len()
-            && self.servers[id].backup == self.backup_tier
+            && self.is_backup(id) == self.backup_tier
             && !self.was_tried(id)
             && self.usable(id)
     }

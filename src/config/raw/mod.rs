@@ -28,6 +28,18 @@ pub struct RawConfig {
     pub listen: Option<Spanned<Vec<Spanned<RawListen>>>>,
     /// `[admin]`: the metrics and status page listener.
     pub admin: Option<Spanned<RawAdmin>>,
+    /// `[resolver]`: nameservers for servers with `resolve`.
+    pub resolver: Option<Spanned<RawResolver>>,
+}
+
+/// `[resolver]` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RawResolver {
+    /// `nameservers = ["127.0.0.1:5353"]`.
+    pub nameservers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `timeout = "2s"`.
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// `[admin]` as written.
@@ -167,6 +179,11 @@ pub struct RawServer {
     pub health: Option<Spanned<RawHealth>>,
     /// `send_proxy = "v1" | "v2"`.
     pub send_proxy: Option<Spanned<String>>,
+    /// `resolve = "10s"`: `addr` is a DNS name (or SRV name) looked up again
+    /// at this interval.
+    pub resolve: Option<Spanned<String>>,
+    /// `max = 8`: slots reserved for the addresses of a `resolve` entry.
+    pub max: Option<Spanned<i64>>,
 }
 
 /// `health = {...}` as written, every kind's keys in one flat table.

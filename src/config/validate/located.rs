@@ -118,7 +118,7 @@ impl Validator<'_> {
         let text = s.get_ref();
         let addr: SocketAddr = text.parse().map_err(|_| {
             let hint = if looks_like_host_name(text) {
-                "; DNS names are not resolved"
+                "; a DNS name needs resolve = \"10s\""
             } else {
                 ""
             };

@@ -44,6 +44,9 @@
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
 //! - `timeouts.proxy` is rejected without `accept_proxy = true` (it could
 //!   never apply); `accept_proxy = false` is the same as leaving it out.
+//! - A server with `resolve` becomes `max` slots named `LABEL#1` ..
+//!   `LABEL#max` (LABEL: its `name`, else its `addr`); their placeholder
+//!   addresses are exempt from the unique-address rule. (`resolve.rs`)
 //! - `[admin]` needs a `bind`, which must not clash with a listen's bind as
 //!   two listens' binds must not.
 
@@ -57,6 +60,7 @@ mod located;
 mod master;
 mod pools;
 mod proxy;
+mod resolve;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -68,6 +72,7 @@ pub use http::{FORWARDED_HEADERS, HEADER_BYTES, MAX_HEADERS, MAX_IDLE_CONNS, MIN
 pub use listen::{MAX_QUEUE, MAX_RETRIES, MODES};
 pub use master::MAX_WORKERS;
 pub use pools::DEFAULT_POOL;
+pub use resolve::{DEFAULT_SLOTS, MAX_SLOTS, MIN_RESOLVE};
 pub use server::MAX_WEIGHT;
 
 use super::raw::RawConfig;
@@ -88,10 +93,12 @@ pub fn validate(raw: RawConfig, src: &str, base: &Path) -> Result<Config> {
     let master = v.master(raw.master.unwrap_or_default())?;
     let listens = v.listens(raw.listen.as_ref())?;
     let admin = v.admin(raw.admin.as_ref(), &listens)?;
+    let resolver = v.resolver(raw.resolver.as_ref())?;
     Ok(Config {
         master,
         listens,
         admin,
+        resolver,
     })
 }
 

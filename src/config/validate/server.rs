@@ -50,42 +50,44 @@ impl Validator<'_> {
         let start = flat.servers.len();
         for (j, s) in raw.get_ref().iter().enumerate() {
             let sp = format!("{key}[{j}]");
-            let server = self.server(&sp, s, inherit, binds)?;
+            let first = self.server(&sp, s, inherit, binds)?;
             let sr = s.get_ref();
-            // `addr` is present: `server` would have failed without it.
-            let addr_span = sr
-                .addr
-                .as_ref()
-                .map(Spanned::span)
-                .unwrap_or_else(|| s.span());
-            for (prev, prev_path) in flat.servers.iter().zip(&flat.paths) {
-                if prev.addr == server.addr {
-                    return Err(self.invalid_at(
-                        &format!("{sp}.addr"),
-                        &addr_span,
-                        format!(
-                            "duplicate server address '{}', already used by {prev_path}",
-                            server.addr
-                        ),
-                    ));
+            for server in super::resolve::expand(first) {
+                // `addr` is present: `server` would have failed without it.
+                let addr_span = sr
+                    .addr
+                    .as_ref()
+                    .map(Spanned::span)
+                    .unwrap_or_else(|| s.span());
+                for (prev, prev_path) in flat.servers.iter().zip(&flat.paths) {
+                    if prev.addr == server.addr && prev.dns.is_none() && server.dns.is_none() {
+                        return Err(self.invalid_at(
+                            &format!("{sp}.addr"),
+                            &addr_span,
+                            format!(
+                                "duplicate server address '{}', already used by {prev_path}",
+                                server.addr
+                            ),
+                        ));
+                    }
+                    if prev.label() == server.label() {
+                        let (field, at) = match &sr.name {
+                            Some(n) => ("name", n.span()),
+                            None => ("addr", addr_span.clone()),
+                        };
+                        return Err(self.invalid_at(
+                            &format!("{sp}.{field}"),
+                            &at,
+                            format!(
+                                "duplicate server name '{}', already used by {prev_path}",
+                                server.label()
+                            ),
+                        ));
+                    }
                 }
-                if prev.label() == server.label() {
-                    let (field, at) = match &sr.name {
-                        Some(n) => ("name", n.span()),
-                        None => ("addr", addr_span.clone()),
-                    };
-                    return Err(self.invalid_at(
-                        &format!("{sp}.{field}"),
-                        &at,
-                        format!(
-                            "duplicate server name '{}', already used by {prev_path}",
-                            server.label()
-                        ),
-                    ));
-                }
+                flat.servers.push(server);
+                flat.paths.push(sp.clone());
             }
-            flat.servers.push(server);
-            flat.paths.push(sp);
         }
         if flat.servers[start..].iter().all(|s| s.backup) {
             return Err(self.invalid(
@@ -106,25 +108,11 @@ impl Validator<'_> {
         binds: &[Option<SocketAddr>],
     ) -> Result<ServerConfig> {
         let s = spanned.get_ref();
-        let addr_key = format!("{sp}.addr");
-        let Some(raw_addr) = &s.addr else {
-            return Err(self.invalid(&addr_key, spanned, format!("missing, {ADDR_EXPECTED}")));
+        let dns = self.dns_spec(sp, spanned)?;
+        let addr = match &dns {
+            Some((_, placeholder)) => *placeholder,
+            None => self.static_addr(sp, spanned, binds)?,
         };
-        let addr = self.socket_addr(&addr_key, raw_addr)?;
-        if addr.ip().is_unspecified() {
-            return Err(self.invalid(
-                &addr_key,
-                raw_addr,
-                format!("'{addr}' is an unspecified address, {ADDR_EXPECTED}"),
-            ));
-        }
-        if let Some(k) = binds.iter().position(|b| *b == Some(addr)) {
-            return Err(self.invalid(
-                &addr_key,
-                raw_addr,
-                format!("'{addr}' is listen[{k}].bind, a balancer cannot be its own server"),
-            ));
-        }
         let name = match &s.name {
             Some(n) => Some(self.name(&format!("{sp}.name"), n)?),
             None => None,
@@ -159,7 +147,41 @@ impl Validator<'_> {
             health,
             pool: inherit.pool.map(str::to_string),
             send_proxy: self.send_proxy(sp, s)?,
+            dns: dns.map(|(spec, _)| crate::config::DnsSlot {
+                spec: std::sync::Arc::new(spec),
+                nth: 0,
+            }),
         })
+    }
+
+    /// The `IP:PORT` of a server without `resolve`.
+    fn static_addr(
+        &self,
+        sp: &str,
+        spanned: &Spanned<RawServer>,
+        binds: &[Option<SocketAddr>],
+    ) -> Result<SocketAddr> {
+        let s = spanned.get_ref();
+        let addr_key = format!("{sp}.addr");
+        let Some(raw_addr) = &s.addr else {
+            return Err(self.invalid(&addr_key, spanned, format!("missing, {ADDR_EXPECTED}")));
+        };
+        let addr = self.socket_addr(&addr_key, raw_addr)?;
+        if addr.ip().is_unspecified() {
+            return Err(self.invalid(
+                &addr_key,
+                raw_addr,
+                format!("'{addr}' is an unspecified address, {ADDR_EXPECTED}"),
+            ));
+        }
+        if let Some(k) = binds.iter().position(|b| *b == Some(addr)) {
+            return Err(self.invalid(
+                &addr_key,
+                raw_addr,
+                format!("'{addr}' is listen[{k}].bind, a balancer cannot be its own server"),
+            ));
+        }
+        Ok(addr)
     }
 }
 

@@ -529,9 +529,13 @@ impl Collector for Snapshot {
         self.master(&mut enc)?;
         self.workers(&mut enc)?;
         self.listens(&mut enc)?;
-        self.servers(&mut enc)
+        self.servers(&mut enc)?;
+        self.dns(&mut enc)
     }
 }
+
+#[path = "metrics_dns.rs"]
+mod dns;
 
 #[cfg(test)]
 #[path = "metrics_tests.rs"]

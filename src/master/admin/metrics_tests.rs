@@ -6,6 +6,7 @@ use crate::stats::{ListenRow, ServerRow, WorkerRow};
 
 fn snapshot() -> Status {
     Status {
+        dns: Vec::new(),
         version: "9.8.7".into(),
         master_pid: 10,
         generation: 3,

@@ -47,6 +47,7 @@ mod tests {
 
     fn status(config: &str) -> Status {
         Status {
+            dns: Vec::new(),
             version: "1.2.3".into(),
             master_pid: 1,
             generation: 1,
