@@ -12,6 +12,7 @@ mod health_sync;
 mod lifecycle;
 pub mod listeners;
 pub mod reload;
+mod reopen;
 pub mod report;
 pub mod signals;
 pub mod supervisor;

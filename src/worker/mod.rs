@@ -11,6 +11,7 @@
 //! `tcp` (`mode = "tcp"`), `buffer` (bounded per-direction buffers, splice),
 //! `timers` (deadline heap), `view` (live server state for the balancers).
 
+pub mod access;
 pub mod buffer;
 pub mod conn;
 mod dispatch;
@@ -104,19 +105,25 @@ struct Worker {
     accept_paused_until: Option<Instant>,
     now: Instant,
     pid: u32,
+    /// The access logs of the listens that have one.
+    access: access::AccessLogs,
 }
 
 /// Runs a worker until it is told to stop or its master goes away; returns
 /// the process exit code.
 pub fn run(ctx: WorkerCtx) -> i32 {
     match Worker::new(ctx) {
-        Ok(mut w) => match w.run() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("lbctl worker {}: {e}", std::process::id());
-                3
+        Ok(mut w) => {
+            let result = w.run();
+            w.access.finish();
+            match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("lbctl worker {}: {e}", std::process::id());
+                    3
+                }
             }
-        },
+        }
         Err(e) => {
             eprintln!("lbctl worker {}: cannot start: {e}", std::process::id());
             3
@@ -172,6 +179,14 @@ impl Worker {
             .enumerate()
             .flat_map(|(i, l)| std::iter::repeat_n(i, l.servers.len()))
             .collect();
+        let access =
+            access::AccessLogs::start(&ctx.config, &ctx.region, ctx.slot).unwrap_or_else(|e| {
+                eprintln!(
+                    "lbctl worker {}: no access log (cannot start its writer: {e})",
+                    std::process::id()
+                );
+                access::AccessLogs::default()
+            });
         let slot = ctx.region.slot(ctx.slot);
         slot.heartbeat_ms.store(shm::now_ms(), Relaxed);
         slot.phase.store(1, Relaxed);
@@ -200,6 +215,7 @@ impl Worker {
             accept_paused_until: None,
             now: Instant::now(),
             pid: std::process::id(),
+            access,
         })
     }
 
@@ -257,6 +273,7 @@ impl Worker {
                     self.accept(i);
                 }
             }
+            self.access.flush();
             if self.draining && self.live == 0 {
                 return Ok(());
             }
@@ -305,6 +322,7 @@ impl Worker {
         for msg in msgs.into_iter().flatten() {
             match msg {
                 ToWorker::Drain => self.start_drain(),
+                ToWorker::ReopenLogs => self.access.reopen(),
                 ToWorker::Connections { id } => {
                     let connections = self.connection_rows();
                     self.channel
@@ -499,6 +517,7 @@ impl Worker {
                 base: self.listens[conn.listen].base,
             };
             let result = conn.advance(listen, self.now, &mut self.pool, &counters);
+            access::after_step(&mut self.access, conn, listen, self.now);
             let slot = self.region.slot(self.slot);
             match result {
                 Ok(Step::Open(up, down) | Step::Busy(up, down)) => {
@@ -552,6 +571,7 @@ impl Worker {
         let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
             return;
         };
+        self.log_close(&mut conn, error);
         conn.release(&mut self.pool);
         if let Some(b) = conn.client_cell {
             crate::limits::release(&self.region, self.slot, conn.listen, b);

@@ -5,8 +5,10 @@
 //! live here; that is `validate`'s job.
 //! The tables only `mode = "http"` uses live in `http.rs`.
 
+mod access_log;
 mod http;
 
+pub use access_log::RawAccessLog;
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
 
 use super::ConfigError;
@@ -105,6 +107,9 @@ pub struct RawListen {
     pub max_conns_per_client: Option<Spanned<i64>>,
     /// `rate = { conns = 100, per = "1s" }`: new connections per client address.
     pub rate: Option<Spanned<RawRate>>,
+    /// `access_log = { path, format }`: one line per connection (tcp) or
+    /// request (http).
+    pub access_log: Option<Spanned<RawAccessLog>>,
 }
 
 /// `rate = { conns, per }` as written.
