@@ -273,7 +273,7 @@ impl Worker {
                     self.accept(i);
                 }
             }
-            self.access.flush();
+            self.access.flush_due(self.now);
             if self.draining && self.live == 0 {
                 return Ok(());
             }
@@ -311,6 +311,9 @@ impl Worker {
         }
         if let Some(until) = self.accept_paused_until {
             t = t.min(until.saturating_duration_since(now));
+        }
+        if let Some(d) = self.access.next_flush(now) {
+            t = t.min(d);
         }
         t
     }

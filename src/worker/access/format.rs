@@ -90,14 +90,12 @@ impl Clock {
 pub fn text(out: &mut Vec<u8>, clock: &mut Clock, e: &Entry<'_>) {
     clock.stamp(out);
     out.push(b' ');
-    let _ = write!(out, "{}", e.client);
+    push_addr(out, e.client);
     out.push(b' ');
     push_word(out, e.listen.as_bytes());
     out.push(b' ');
     match e.server {
-        Some(s) => {
-            let _ = write!(out, "{s}");
-        }
+        Some(s) => push_addr(out, s),
         None => out.push(b'-'),
     }
     out.push(b' ');
@@ -137,13 +135,15 @@ pub fn json(out: &mut Vec<u8>, clock: &mut Clock, e: &Entry<'_>) {
     out.extend_from_slice(b"{\"time\":\"");
     clock.stamp(out);
     out.extend_from_slice(b"\",\"client\":\"");
-    let _ = write!(out, "{}", e.client);
+    push_addr(out, e.client);
     out.extend_from_slice(b"\",\"listen\":\"");
     push_json(out, e.listen.as_bytes());
     out.extend_from_slice(b"\",\"server\":");
     match e.server {
         Some(s) => {
-            let _ = write!(out, "\"{s}\"");
+            out.push(b'"');
+            push_addr(out, s);
+            out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
     }
@@ -172,6 +172,26 @@ pub fn json(out: &mut Vec<u8>, clock: &mut Clock, e: &Entry<'_>) {
         push_ms(out, h.request);
     }
     out.extend_from_slice(b"}\n");
+}
+
+/// `IP:PORT` as `Display` writes it; IPv4 without the formatting machinery.
+fn push_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            for (i, o) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(o));
+            }
+            out.push(b':');
+            push_u64(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            let _ = write!(out, "{a}");
+        }
+    }
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -290,6 +310,22 @@ mod tests {
         let mut out = Vec::new();
         f(&mut out, &mut Clock::default(), e);
         String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for a in [
+            "127.0.0.1:40000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:80",
+            "[fe80::1%2]:9",
+        ] {
+            let a: SocketAddr = a.parse().expect("addr");
+            let mut out = Vec::new();
+            push_addr(&mut out, a);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), a.to_string());
+        }
     }
 
     #[test]

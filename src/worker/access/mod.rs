@@ -38,6 +38,11 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// Batches queued for the writer at most (the per-worker bound: with
 /// [`BATCH_BYTES`], about 2 MiB).
 const QUEUE_BATCHES: usize = 64;
+/// A partial batch is handed over at the latest this long after its first
+/// line (a full one at once): the writer wakes a few times a second under
+/// light load, and once per [`BATCH_BYTES`] under heavy load, instead of
+/// once per loop turn.
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
 /// How long an exiting worker waits for its writer to finish.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -52,7 +57,8 @@ pub struct AccessLogs {
     /// Per listen: (file index, format), or None when it does not log.
     targets: Vec<Option<(usize, LogFormat)>>,
     pending: Vec<Pending>,
-    any_pending: bool,
+    /// When the oldest line not yet handed over was written.
+    oldest: Option<Instant>,
     clock: Clock,
     tx: Option<Sender<Batch>>,
     ctl: Option<Sender<Ctl>>,
@@ -138,7 +144,7 @@ impl AccessLogs {
     }
 
     /// Formats one line of `listen` into its file's batch.
-    fn line(&mut self, listen: usize, e: &Entry<'_>) {
+    fn line(&mut self, listen: usize, e: &Entry<'_>, now: Instant) {
         let Some(Some((file, format))) = self.targets.get(listen).copied() else {
             return;
         };
@@ -150,19 +156,36 @@ impl AccessLogs {
             LogFormat::Json => format::json(&mut p.buf, &mut self.clock, e),
         }
         p.lines += 1;
-        self.any_pending = true;
+        self.oldest.get_or_insert(now);
         if p.buf.len() >= BATCH_BYTES {
             self.send(file);
         }
     }
 
-    /// Hands every partial batch to the writer (end of a loop turn).
+    /// Hands the partial batches over once the oldest line waited
+    /// [`FLUSH_AFTER`] (called every loop turn).
     #[inline]
+    pub fn flush_due(&mut self, now: Instant) {
+        if self
+            .oldest
+            .is_some_and(|t| now.saturating_duration_since(t) >= FLUSH_AFTER)
+        {
+            self.flush();
+        }
+    }
+
+    /// How long the loop may sleep before [`AccessLogs::flush_due`] has work.
+    #[inline]
+    pub fn next_flush(&self, now: Instant) -> Option<Duration> {
+        self.oldest
+            .map(|t| (t + FLUSH_AFTER).saturating_duration_since(now))
+    }
+
+    /// Hands every partial batch to the writer.
     pub fn flush(&mut self) {
-        if !self.any_pending {
+        if self.oldest.take().is_none() {
             return;
         }
-        self.any_pending = false;
         for f in 0..self.pending.len() {
             if self.pending[f].lines > 0 {
                 self.send(f);
@@ -244,7 +267,7 @@ pub fn after_step(logs: &mut AccessLogs, conn: &mut Conn, listen: &ListenConfig,
         && let Some(ended) = h.log_mut().take_ended()
     {
         let e = http_entry(conn_part(view, listen, now), h.log_mut(), ended);
-        logs.line(conn.listen, &e);
+        logs.line(conn.listen, &e, now);
     }
 }
 
@@ -323,7 +346,7 @@ impl Worker {
                 r.close(fallback, now, bytes);
                 if let Some(ended) = r.take_ended() {
                     let e = http_entry(conn_part(view, listen, now), h.log_mut(), ended);
-                    self.access.line(conn.listen, &e);
+                    self.access.line(conn.listen, &e, now);
                 }
             }
             Session::Tcp(t) => {
@@ -342,10 +365,10 @@ impl Worker {
                         r.close(cause, now, (up, down));
                         if let Some(ended) = r.take_ended() {
                             let e = http_entry(e, r, ended);
-                            self.access.line(conn.listen, &e);
+                            self.access.line(conn.listen, &e, now);
                         }
                     }
-                    None => self.access.line(conn.listen, &e),
+                    None => self.access.line(conn.listen, &e, now),
                 }
             }
         }
