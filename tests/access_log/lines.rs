@@ -190,3 +190,46 @@ fn http_lines_carry_method_path_and_status_per_request() {
     assert_eq!((f[4], f[5]), ("\"-\"", "400"), "{}", lines[1]);
     assert_eq!(f[10], "bad_request", "{}", lines[1]);
 }
+
+#[test]
+fn a_bad_access_log_reload_keeps_the_old_log_and_a_good_one_moves_it() {
+    let dir = TempDir::new();
+    let backend = HttpBackend::start("b1");
+    let (old, new) = (dir.join("old.log"), dir.join("new.log"));
+    let conf = Conf::new(&dir, &[backend.addr()]);
+    let with = |p: &std::path::Path| {
+        conf.clone()
+            .listen(|l| l.http().line(&access_log(p, "json")))
+    };
+    let path = with(&old).write(&dir);
+    let _m = Master::start(&dir, &path);
+    let lbctl = crate::util::Lbctl::new(&dir, &path);
+    let get = |p: &str| {
+        let mut c = HttpConn::connect(conf.bind()).expect("connect");
+        assert_eq!(c.request("GET", p, &[], None).expect("GET").status, 200);
+    };
+    get("/one");
+    assert_eq!(wait_lines(&[&old], 1), 1);
+
+    with(&dir.join("missing").join("x.log")).write(&dir);
+    lbctl
+        .run("reload", &[])
+        .assert_code(1)
+        .assert_contains("listen[0].access_log.path");
+    get("/two");
+    assert_eq!(wait_lines(&[&old], 2), 2, "the old workers keep their log");
+
+    with(&new).write(&dir);
+    lbctl.run("reload", &[]).assert_success();
+    get("/three");
+    assert_eq!(wait_lines(&[&new], 1), 1);
+    let paths: Vec<Value> = json_lines(&old)
+        .into_iter()
+        .chain(json_lines(&new))
+        .collect();
+    let paths: Vec<&str> = paths
+        .iter()
+        .map(|l| l["path"].as_str().expect("path"))
+        .collect();
+    assert_eq!(paths, ["/one", "/two", "/three"]);
+}
