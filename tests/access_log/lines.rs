@@ -132,10 +132,26 @@ fn http_lines_carry_method_path_and_status_per_request() {
     let r = c.request("HEAD", "/b", &[], None).expect("HEAD");
     assert_eq!(r.status, 200);
     drop(c);
-    assert_eq!(wait_lines(&[&json], 3), 3);
+    // A websocket: one line for the whole tunnel, status 101.
+    let mut ws = HttpConn::connect(conf.bind()).expect("connect");
+    let r = ws
+        .request(
+            "GET",
+            "/ws",
+            &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+            None,
+        )
+        .expect("upgrade");
+    assert_eq!(r.status, 101);
+    ws.send_raw(b"ping-pong").expect("send");
+    assert_eq!(ws.read_raw(9).expect("echo"), b"ping-pong");
+    ws.shutdown_write().expect("shutdown");
+    let _ = ws.read_raw_to_end();
+    drop(ws);
+    assert_eq!(wait_lines(&[&json], 4), 4);
     let lines = json_lines(&json);
     let want = [("GET", "/a?x=1"), ("POST", "/sha256"), ("HEAD", "/b")];
-    for (l, (method, target)) in lines.iter().zip(want) {
+    for (l, (method, target)) in lines.iter().take(3).zip(want) {
         assert_eq!(l["method"], method, "{l}");
         assert_eq!(l["path"], target, "{l}");
         assert_eq!(l["status"], 200, "{l}");
@@ -144,13 +160,21 @@ fn http_lines_carry_method_path_and_status_per_request() {
         assert!(l["request_ms"].as_f64().is_some(), "{l}");
         assert!(l["bytes_out"].as_u64().is_some_and(|b| b > 0), "{l}");
     }
+    let ws = &lines[3];
+    assert_eq!(
+        (ws["path"].as_str(), ws["status"].as_u64()),
+        (Some("/ws"), Some(101)),
+        "{ws}"
+    );
+    assert_eq!(ws["termination"], "client_closed", "{ws}");
+    assert!(ws["bytes_in"].as_u64().is_some_and(|b| b > 9), "{ws}");
     let post = &lines[1];
     assert!(
         post["bytes_in"].as_u64().is_some_and(|b| b >= 5000),
         "{post}"
     );
     // One client, one connection: the same client address on every line.
-    assert!(lines.iter().all(|l| l["client"] == lines[0]["client"]));
+    assert!(lines[..3].iter().all(|l| l["client"] == lines[0]["client"]));
 
     // lbctl's own answer: 503, no server reachable.
     let mut c = HttpConn::connect(down_at).expect("connect");

@@ -10,7 +10,7 @@ use std::thread;
 use super::{access_log, json_lines, read_lines, wait_lines};
 use crate::util::http_backend::HttpBackend;
 use crate::util::http_client::HttpConn;
-use crate::util::{Conf, Lbctl, Master, TempDir, WAIT, wait_until};
+use crate::util::{Conf, Lbctl, Master, TempDir, WAIT, lbctl_bin, manifest_path, wait_until};
 
 #[test]
 fn reopen_logs_under_load_loses_no_line_and_splits_none() {
@@ -92,4 +92,70 @@ fn reopen_logs_under_load_loses_no_line_and_splits_none() {
             "{f:?} got no line before its rotation"
         );
     }
+}
+
+#[test]
+fn the_shipped_logrotate_config_rotates_without_losing_a_line() {
+    let Ok(probe) = std::process::Command::new("logrotate")
+        .arg("--version")
+        .output()
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "logrotate missing (.ci/run installs it)"
+        );
+        eprintln!("SKIPPED: logrotate is not installed");
+        return;
+    };
+    assert!(probe.status.success());
+    let dir = TempDir::new();
+    let backend = HttpBackend::start("b1");
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("log dir");
+    let log = logs.join("web.log");
+    let conf =
+        Conf::new(&dir, &[backend.addr()]).listen(|l| l.http().line(&access_log(&log, "text")));
+    let path = conf.write(&dir);
+    let _m = Master::start(&dir, &path);
+    // conf/logrotate as shipped, with this test's paths.
+    let shipped = std::fs::read_to_string(manifest_path("conf/logrotate")).expect("conf/logrotate");
+    let rotate_conf = dir.join("logrotate.conf");
+    let text = shipped
+        .replace("/var/log/lbctl/*.log", &format!("{}/*.log", logs.display()))
+        .replace("/usr/bin/lbctl", lbctl_bin())
+        .replace("/etc/lbctl/lbctl.toml", &path.display().to_string())
+        .replace("create 0640 root adm", "create 0640 root root");
+    std::fs::write(&rotate_conf, text).expect("write logrotate.conf");
+    let get = |p: &str| {
+        let mut c = HttpConn::connect(conf.bind()).expect("connect");
+        assert_eq!(c.request("GET", p, &[], None).expect("GET").status, 200);
+    };
+    for i in 0..5 {
+        get(&format!("/before/{i}"));
+    }
+    assert_eq!(wait_lines(&[&log], 5), 5);
+    let out = std::process::Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(dir.join("logrotate.state"))
+        .arg(&rotate_conf)
+        .output()
+        .expect("run logrotate");
+    assert!(
+        out.status.success(),
+        "logrotate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = logs.join("web.log.1");
+    assert_eq!(
+        read_lines(&rotated).len(),
+        5,
+        "the rotated file keeps its lines"
+    );
+    for i in 0..5 {
+        get(&format!("/after/{i}"));
+    }
+    assert_eq!(wait_lines(&[&log], 5), 5, "reopened after postrotate");
+    assert!(read_lines(&log).iter().all(|l| l.contains("/after/")));
+    assert_eq!(read_lines(&rotated).len(), 5);
 }
