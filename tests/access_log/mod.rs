@@ -1,11 +1,13 @@
 //! Owns the access-log tests, one file per concern: the fields of tcp and
 //! http lines in both formats (lines.rs), `reopen-logs` under load after a
 //! logrotate-style rename with no line lost or split, and the shipped
-//! `conf/logrotate` run by logrotate itself (rotate.rs), and a
+//! `conf/logrotate` run by logrotate itself (rotate.rs), the daemon log of
+//! `start -d` reopened by master and workers (daemon_log.rs), and a
 //! full disk (a small tmpfs) that drops and counts lines while traffic goes
 //! on (full_disk.rs). This file holds the shared helpers: reading a log's
 //! lines and waiting for a count.
 
+mod daemon_log;
 mod full_disk;
 mod lines;
 mod rotate;

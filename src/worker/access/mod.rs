@@ -236,9 +236,16 @@ impl AccessLogs {
                 let _ = c.try_send(Ctl::Reopen);
             }
             None => {
-                // No access log: only stdout/stderr (daemon mode). Opening
-                // one file is done here, off the data path's steady state.
-                let _ = crate::master::daemon::reopen_daemon_log();
+                // No access log, so no writer thread: stdout/stderr (daemon
+                // mode) are reopened by a short-lived thread, so the loop
+                // never waits for the disk.
+                if crate::master::daemon::daemon_log().is_some() {
+                    let _ = std::thread::Builder::new()
+                        .name("reopen-log".into())
+                        .spawn(|| {
+                            let _ = crate::master::daemon::reopen_daemon_log();
+                        });
+                }
             }
         }
     }
