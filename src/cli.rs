@@ -448,11 +448,17 @@ fn run_reporting(
     ready: std::os::fd::OwnedFd,
 ) -> Result<ExitCode, Error> {
     // The master owns one end (written "ok" once ready); a spare reports
-    // an error that happens before it exists.
-    let spare = ready.try_clone();
-    if let master::Startup::Fresh { ready: r, .. } = &mut startup {
-        *r = Some(ready);
-    }
+    // an error that happens before it exists. An upgraded master already
+    // owns the inherited end, so `ready` is the spare itself: a second copy
+    // would stay open, orphaned, for the master's whole life.
+    let spare = match &mut startup {
+        master::Startup::Fresh { ready: r, .. } => {
+            let spare = ready.try_clone();
+            *r = Some(ready);
+            spare
+        }
+        master::Startup::Upgrade(_) => Ok(ready),
+    };
     let report = |spare: std::io::Result<std::os::fd::OwnedFd>, e: Error| match spare {
         Ok(fd) => report_to_starter(fd, e),
         Err(_) => e,

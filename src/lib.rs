@@ -24,6 +24,7 @@ pub mod http;
 pub mod limits;
 pub mod master;
 pub mod netutil;
+pub mod proxy_protocol;
 pub mod serving;
 pub mod shm;
 pub mod stats;

@@ -194,6 +194,7 @@ mod tests {
             queued: 0,
             refused: 0,
             limited: 0,
+            proxy: None,
             mode: "tcp".into(),
             requests: 0,
             responses: Classes::default(),

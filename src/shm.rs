@@ -57,6 +57,11 @@ pub struct ServerCell {
     /// Connections refused by the per-client limits (first server's cell);
     /// workers.
     pub limited: AtomicU64,
+    /// PROXY headers accepted (`accept_proxy`; first server's cell); workers.
+    pub proxy_accepted: AtomicU64,
+    /// Connections closed for their PROXY header, by reason: invalid,
+    /// timeout, closed before it was complete (first server's cell); workers.
+    pub proxy_refused: [AtomicU64; 3],
 }
 
 /// Per-worker-slot counters.

@@ -142,6 +142,10 @@ pub struct ListenRow {
     /// Connections refused by `max_conns_per_client` or `rate`.
     #[serde(default)]
     pub limited: u64,
+    /// `accept_proxy = true`: the PROXY headers read and refused; `None`
+    /// (JSON `null`) when the listen expects none.
+    #[serde(default)]
+    pub proxy: Option<ProxyHeaders>,
     /// `tcp` or `http`.
     #[serde(default)]
     pub mode: String,
@@ -156,6 +160,26 @@ pub struct ListenRow {
     pub local: Classes,
     /// Servers in config order (named pools' servers after the listen's own).
     pub servers: Vec<ServerRow>,
+}
+
+/// The PROXY headers of a listen with `accept_proxy = true`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyHeaders {
+    /// Headers read (the connection went on).
+    pub accepted: u64,
+    /// Connections closed: not a valid PROXY header.
+    pub invalid: u64,
+    /// Connections closed: no complete header within `timeouts.proxy`.
+    pub timeout: u64,
+    /// Connections closed by the client before its header was complete.
+    pub closed: u64,
+}
+
+impl ProxyHeaders {
+    /// Connections closed for their header, all reasons.
+    pub fn refused(&self) -> u64 {
+        self.invalid + self.timeout + self.closed
+    }
 }
 
 /// One server.
@@ -406,6 +430,18 @@ impl Status {
             }
         }
         for l in &self.listens {
+            if let Some(p) = &l.proxy {
+                let _ = writeln!(
+                    out,
+                    "{}: {} PROXY headers read, {} connections closed for theirs (invalid {}, timeout {}, closed {})",
+                    l.name,
+                    p.accepted,
+                    p.refused(),
+                    p.invalid,
+                    p.timeout,
+                    p.closed
+                );
+            }
             if l.limited > 0 {
                 let _ = writeln!(
                     out,
@@ -530,6 +566,7 @@ mod tests {
                 queued: 0,
                 refused: 0,
                 limited: 0,
+                proxy: None,
                 mode: "http".into(),
                 requests: 7,
                 responses: Classes::from_counts([0, 6, 0, 0, 1]),

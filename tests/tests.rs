@@ -19,6 +19,8 @@ mod access_log;
 mod admin;
 // Balancing strategies, weights, backups, max_conns and the queue.
 mod balance;
+// Bounds of the threat model not covered elsewhere: a full listen queue.
+mod bounds;
 // Per-client limits: max_conns_per_client and rate, across workers, by source address.
 mod client_limits;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
@@ -40,6 +42,9 @@ mod lifecycle;
 mod peer_credentials;
 // `user`/`group`: workers drop privileges after the master bound the ports.
 mod privileges;
+// PROXY protocol v1/v2: send_proxy to a parsing backend and to HAProxy
+// (accept-proxy), accept_proxy with good, bad, missing and slow headers.
+mod proxy_protocol;
 // Forwarding: large payloads, half-close, round robin, random, retry.
 mod proxy_tcp;
 // Regressions found in review: connections listing, signals during stop,

@@ -90,6 +90,7 @@ mod tests {
                 slow_start: None,
                 health: None,
                 pool: None,
+                send_proxy: None,
             })
             .collect()
     }

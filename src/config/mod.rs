@@ -2,10 +2,11 @@
 //! reads, the [`ConfigError`] every bad file produces, and [`load`]/[`parse`],
 //! the one path from a TOML file to a `Config` (raw serde structs in [`raw`],
 //! checks and defaults in [`validate`], duration strings in [`duration`], size
-//! strings in [`size`]). `lbctl check`, `lbctl start` and `lbctl reload` all go
-//! through [`load`].
+//! strings in [`size`], checks against the host in [`host`]). `lbctl check`
+//! and `lbctl start` go through [`load`], a reload through [`load_for_reload`].
 
 pub mod duration;
+pub mod host;
 pub mod raw;
 pub mod size;
 pub mod validate;
@@ -115,6 +116,18 @@ pub struct ListenConfig {
     /// `access_log = { path, format }`: where and how each connection (tcp)
     /// or request (http) is logged. `None` (the default): not logged.
     pub access_log: Option<AccessLogConfig>,
+    /// `accept_proxy = true`: every client starts with a PROXY protocol
+    /// header (v1 or v2), whose client address is the one lbctl uses.
+    /// `None` (the default): no header is expected.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// `accept_proxy = true` and `timeouts.proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AcceptProxy {
+    /// `timeouts.proxy`: the header must be complete within this time of
+    /// the accept, else the connection is closed. Default 5s.
+    pub timeout: Duration,
 }
 
 /// A listen's `access_log` table.
@@ -401,6 +414,10 @@ pub struct ServerConfig {
     /// The named pool the server belongs to; `None` for the listen's own
     /// `servers` (pool `"default"`).
     pub pool: Option<String>,
+    /// `send_proxy = "v1" | "v2"`: a PROXY protocol header with the client's
+    /// address is written on every connection to the server (health checks
+    /// send v1 `UNKNOWN` / v2 `LOCAL`). `None` (the default): none.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 impl ServerConfig {
@@ -459,8 +476,19 @@ pub struct HttpCheck {
     pub expect_body: Option<String>,
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, host checks included (see [`host`]).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_checked(path, None)
+}
+
+/// As [`load`], for a reload of a master running `running`: `user` and
+/// `group` are looked up only when they name other accounts than
+/// `running`'s, so an unchanged file never waits on the account databases.
+pub fn load_for_reload(path: &Path, running: &Config) -> Result<Config, ConfigError> {
+    load_checked(path, Some(running))
+}
+
+fn load_checked(path: &Path, running: Option<&Config>) -> Result<Config, ConfigError> {
     let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -472,52 +500,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         base
     };
     let config = parse(&src, base).map_err(|e| e.in_file(path))?;
-    check_host(&config, path).map_err(|e| e.in_file(path))?;
+    host::check(&config, path, running).map_err(|e| e.in_file(path))?;
     Ok(config)
-}
-
-/// Checks that need the host rather than the text: the master's files must
-/// not be the config file itself, the control socket path must fit a unix
-/// socket address, and `user`/`group` must exist.
-fn check_host(config: &Config, path: &Path) -> Result<(), ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        key: key.to_string(),
-        line: None,
-        message,
-    };
-    let own = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    for (key, p) in [
-        ("master.pid_file", &config.master.pid_file),
-        ("master.control_socket", &config.master.control_socket),
-        ("master.log_file", &config.master.log_file),
-    ] {
-        let resolved = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-        if resolved == own {
-            return Err(invalid(
-                key,
-                format!("'{}' is the config file itself", p.display()),
-            ));
-        }
-    }
-    // sockaddr_un holds 108 bytes including the terminating NUL.
-    let len = config.master.control_socket.as_os_str().len();
-    if len > 107 {
-        return Err(invalid(
-            "master.control_socket",
-            format!("path is {len} bytes long, a unix socket path holds at most 107"),
-        ));
-    }
-    if let Some(name) = &config.master.user
-        && !matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
-    {
-        return Err(invalid("master.user", format!("no such user '{name}'")));
-    }
-    if let Some(name) = &config.master.group
-        && !matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
-    {
-        return Err(invalid("master.group", format!("no such group '{name}'")));
-    }
-    Ok(())
 }
 
 /// Parses and validates config text; relative paths are resolved against `base`.

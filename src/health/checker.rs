@@ -32,6 +32,10 @@ pub struct Target {
     pub addr: SocketAddr,
     /// What and how often.
     pub config: HealthConfig,
+    /// `send_proxy`: every probe starts with the PROXY header of a
+    /// connection that carries no client (v1 `UNKNOWN`, v2 `LOCAL`), as
+    /// HAProxy's own checks do, so a server that requires one accepts it.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// The result of one finished probe.
@@ -100,7 +104,7 @@ impl Checker {
                 // `i < len`, so the offset stays below `window`.
                 let offset = window.mul_f64(i as f64 / len as f64);
                 Probe {
-                    request: request_bytes(&target.config.kind, target.addr),
+                    request: probe_request(&target),
                     target,
                     state: HealthState::new_up(),
                     next_start: later(now, offset),
@@ -291,6 +295,17 @@ fn later(t: Instant, d: Duration) -> Instant {
     t.checked_add(d).or_else(|| t.checked_add(FAR)).unwrap_or(t)
 }
 
+/// The bytes a probe of `target` writes once connected: its PROXY header
+/// (`send_proxy`), then what its kind sends.
+fn probe_request(target: &Target) -> Vec<u8> {
+    let mut out = target
+        .send_proxy
+        .map(|v| crate::proxy_protocol::encode_local(v).as_bytes().to_vec())
+        .unwrap_or_default();
+    out.extend_from_slice(&request_bytes(&target.config.kind, target.addr));
+    out
+}
+
 /// Drives a probe as far as its socket allows without blocking.
 /// Returns `Some` once the probe is decided.
 fn advance(flight: &mut Flight, kind: &HealthKind, request: &[u8]) -> Option<Verdict> {
@@ -300,7 +315,9 @@ fn advance(flight: &mut Flight, kind: &HealthKind, request: &[u8]) -> Option<Ver
             ConnectState::Failed(detail) => return Some(Err(detail)),
             ConnectState::Connected => flight.connected = true,
         }
-        if matches!(kind, HealthKind::Tcp) {
+        // A `tcp` probe is done once connected (with a PROXY header to
+        // write, once that is written).
+        if matches!(kind, HealthKind::Tcp) && request.is_empty() {
             return Some(Ok(()));
         }
     }

@@ -17,9 +17,10 @@ impl Master {
             };
             match control.accept() {
                 Ok((stream, _)) => {
-                    if self.clients.len() >= MAX_CLIENTS {
-                        // Closing it tells the client to retry; the master
-                        // keeps its memory and its loop for the others.
+                    if self.clients.len() >= MAX_CLIENTS && !self.evict_silent_client() {
+                        // Every client is being answered: closing this one
+                        // tells it to retry; the master keeps its memory and
+                        // its loop for the others.
                         drop(stream);
                         continue;
                     }
@@ -130,6 +131,25 @@ impl Master {
             "control: refused request from {who}{from}: {message}"
         ));
         Some(message)
+    }
+
+    /// Full: drops the client that has waited longest without asking
+    /// anything, so silent connections cannot keep `lbctl` commands out;
+    /// false when every client has asked (the new one is closed then).
+    fn evict_silent_client(&mut self) -> bool {
+        let oldest = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.asked)
+            .min_by_key(|(_, c)| c.opened)
+            .map(|(&t, _)| t);
+        match oldest {
+            Some(t) => {
+                self.drop_client(t);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Drops control clients that asked nothing within [`CLIENT_IDLE`], or

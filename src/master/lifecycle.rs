@@ -360,7 +360,12 @@ impl Master {
             return;
         }
         daemon::sd_notify("RELOADING=1");
-        let config = match config::load(&self.config_path) {
+        let serving = self.gens.iter().find(|g| g.number == self.serving);
+        let loaded = match serving {
+            Some(g) => config::load_for_reload(&self.config_path, &g.config),
+            None => config::load(&self.config_path),
+        };
+        let config = match loaded {
             Ok(c) => c,
             Err(e) => {
                 log(&format!("reload rejected, configuration unchanged: {e}"));

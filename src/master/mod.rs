@@ -11,6 +11,7 @@ pub mod daemon;
 mod health_sync;
 mod lifecycle;
 pub mod listeners;
+mod ratelog;
 pub mod reload;
 mod reopen;
 pub mod report;
@@ -177,7 +178,8 @@ struct Peer {
     pid: i32,
 }
 
-/// Control clients served at once; more are closed on accept.
+/// Control clients served at once; a new one beyond them evicts the one
+/// that has waited longest without asking (see `evict_silent_client`).
 const MAX_CLIENTS: usize = 256;
 /// A control client must send its request within this time.
 const CLIENT_IDLE: Duration = Duration::from_secs(10);

@@ -114,6 +114,7 @@ pub fn new_generation(
                 id: g,
                 addr: s.addr,
                 config: h.clone(),
+                send_proxy: s.send_proxy,
             });
         }
         notes.push(ServerNote {

@@ -89,6 +89,12 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 queued: g.region.server_queued(idx),
                 refused: first.refused.load(Relaxed),
                 limited: first.limited.load(Relaxed),
+                proxy: l.accept_proxy.map(|_| crate::stats::ProxyHeaders {
+                    accepted: first.proxy_accepted.load(Relaxed),
+                    invalid: first.proxy_refused[0].load(Relaxed),
+                    timeout: first.proxy_refused[1].load(Relaxed),
+                    closed: first.proxy_refused[2].load(Relaxed),
+                }),
                 mode: match l.mode {
                     Mode::Tcp => "tcp",
                     Mode::Http => "http",

@@ -198,7 +198,7 @@ pub fn identity_for(
 /// Whether `new` names another user or group than `old` (so the names must
 /// be resolved again).
 pub fn identity_changed(old: &Config, new: &Config) -> bool {
-    old.master.user != new.master.user || old.master.group != new.master.group
+    !old.master.same_accounts(&new.master)
 }
 
 /// Everything [`spawn`] needs besides the generation.

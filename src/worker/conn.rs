@@ -1,9 +1,9 @@
 //! Owns what every connection has, whatever its protocol: the client socket
 //! and its readiness, the [`Upstream`] (the server side: socket, readiness,
-//! the servers tried so far), the loop-managed [`Phase`] (queued, connecting,
-//! active), the non-blocking connect and its check, and the bookkeeping the
-//! loop needs (serial, timers, idle time). The protocol itself is the
-//! [`Session`] it carries.
+//! the servers tried so far), the loop-managed [`Phase`] (waiting for a
+//! PROXY header, queued, connecting, active), the non-blocking connect and
+//! its check, and the bookkeeping the loop needs (serial, timers, idle
+//! time). The protocol itself is the [`Session`] it carries.
 
 use super::buffer::{Pool, Ready};
 use super::session::{Counters, Io, Session, Step};
@@ -27,6 +27,12 @@ pub enum Phase {
     /// Non-blocking connect in progress, until the deadline.
     Connecting {
         /// Connect timeout.
+        deadline: Instant,
+    },
+    /// `accept_proxy`: waiting for the client's PROXY header, until the
+    /// deadline (`worker/proxy_accept.rs`).
+    ProxyHeader {
+        /// `timeouts.proxy` after the accept.
         deadline: Instant,
     },
     /// Connected: the session runs.
@@ -56,8 +62,12 @@ pub struct Conn {
     pub listen: usize,
     /// The client socket.
     pub client: TcpStream,
-    /// The client's address.
+    /// The client's address (with `accept_proxy`, the one its PROXY header
+    /// gave, once read).
     pub client_addr: SocketAddr,
+    /// The address the client connected to, as its PROXY header gave it
+    /// (`None`: the client socket's own local address).
+    pub proxy_dst: Option<SocketAddr>,
     client_ready: Ready,
     /// The server side.
     pub upstream: Upstream,
@@ -112,6 +122,7 @@ impl Conn {
             listen,
             client,
             client_addr,
+            proxy_dst: None,
             // The client may already have sent bytes before registration.
             client_ready: Ready {
                 read: true,
@@ -206,6 +217,11 @@ impl Conn {
         }
     }
 
+    /// True once the client closed its side (or the socket failed).
+    pub fn client_closed(&self) -> bool {
+        self.client_ready.read_closed
+    }
+
     /// Runs the session one step (the connection is active).
     pub fn advance(
         &mut self,
@@ -259,6 +275,7 @@ impl Conn {
         match self.phase {
             Phase::Queued { .. } => "queued",
             Phase::Connecting { .. } => "connecting",
+            Phase::ProxyHeader { .. } => "proxy-header",
             Phase::Active => self.session.state_name(),
         }
     }

@@ -116,8 +116,13 @@ impl Worker {
             let g = rt.base + id;
             let interest = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
             let cell = self.region.slot_server(self.slot, g);
+            // A connection that carries a PROXY header is private to the
+            // client it was opened for (`proxy_send.rs`).
+            let owner = listen.servers[id].send_proxy.map(|_| conn.serial);
             if conn.session.may_reuse()
-                && let Some(stream) = self.idle.take(g, self.now, listen.http.pool.idle_timeout)
+                && let Some(stream) =
+                    self.idle
+                        .take(g, owner, self.now, listen.http.pool.idle_timeout)
             {
                 // Its token stays: only its holder changes (no epoll_ctl).
                 self.tokens.hand_to(stream.slot(), Holder::Conn(idx));
@@ -217,7 +222,8 @@ impl Worker {
             let max = listen.http.pool.max_idle;
             let slot = stream.slot();
             // It stays registered under its token: the pool holds it now.
-            if let Some(at) = self.idle.put(g, stream, max, self.now) {
+            let owner = listen.servers[id].send_proxy.map(|_| conn.serial);
+            if let Some(at) = self.idle.put(g, stream, owner, max, self.now) {
                 self.tokens.hand_to(slot, Holder::Idle(at));
             }
         }

@@ -1,5 +1,6 @@
 //! Owns what a worker does when time passes or a client is turned away:
-//! firing due timers (queue timeout, connect timeout, the idle timeout and
+//! firing due timers (queue timeout, connect timeout, PROXY header timeout,
+//! the idle timeout and
 //! a session's own deadlines such as HTTP header/server timeouts), refusing
 //! a client over its per-client limit, and the `lbctl connections` rows.
 
@@ -38,6 +39,11 @@ impl Worker {
                 Phase::Connecting { deadline } => {
                     if self.now >= deadline {
                         self.connect_failed(idx);
+                    }
+                }
+                Phase::ProxyHeader { deadline } => {
+                    if self.now >= deadline {
+                        self.proxy_refused(idx, super::proxy_accept::Refused::Timeout, None);
                     }
                 }
                 Phase::Active => {

@@ -6,6 +6,11 @@
 //! the loop brings here, so a server that closes it (or sends anything
 //! unasked) is noticed and the connection is dropped, never handed to a
 //! request. Nothing is ever reused that the server closed or half-closed.
+//!
+//! A connection to a `send_proxy` server carries one client's PROXY header,
+//! so it is private to that client connection (HAProxy does the same): it
+//! is kept with its owner (the client connection's serial), handed only to
+//! that owner's later requests, and dropped when the owner closes.
 
 use super::tokens::ServerConn;
 use std::io::{self, Read};
@@ -16,6 +21,8 @@ struct Entry {
     stream: ServerConn,
     server: usize,
     since: Instant,
+    /// The client connection it is private to (`send_proxy`), if any.
+    owner: Option<u64>,
 }
 
 /// The idle connections of one worker.
@@ -25,6 +32,8 @@ pub struct IdlePool {
     free: Vec<usize>,
     /// Per server: slab indices, oldest first.
     by_server: Vec<Vec<usize>>,
+    /// Entries with an owner (so closing a client scans only when needed).
+    owned: usize,
 }
 
 impl IdlePool {
@@ -48,6 +57,7 @@ impl IdlePool {
         &mut self,
         server: usize,
         stream: ServerConn,
+        owner: Option<u64>,
         max_idle: usize,
         now: Instant,
     ) -> Option<usize> {
@@ -66,27 +76,54 @@ impl IdlePool {
             stream,
             server,
             since: now,
+            owner,
         });
+        self.owned += usize::from(owner.is_some());
         if let Some(list) = self.by_server.get_mut(server) {
             list.push(idx);
         }
         Some(idx)
     }
 
-    /// The most recently idled connection to `server` that is younger than
-    /// `idle_timeout`, if any (older ones are dropped on the way).
+    /// The most recently idled connection to `server` with this `owner`
+    /// (`None`: a shared one) that is younger than `idle_timeout`, if any
+    /// (older ones are dropped on the way).
     pub fn take(
         &mut self,
         server: usize,
+        owner: Option<u64>,
         now: Instant,
         idle_timeout: Duration,
     ) -> Option<ServerConn> {
         loop {
-            let idx = self.by_server.get_mut(server)?.pop()?;
+            let list = self.by_server.get_mut(server)?;
+            let slab = &self.slab;
+            let at = list.iter().rposition(|&i| {
+                slab.get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.owner == owner)
+            })?;
+            let idx = list.remove(at);
             let entry = self.slab.get_mut(idx).and_then(Option::take)?;
             self.free.push(idx);
+            self.owned -= usize::from(entry.owner.is_some());
             if now.duration_since(entry.since) < idle_timeout {
                 return Some(entry.stream);
+            }
+        }
+    }
+
+    /// Drops the connections private to `owner` (that client closed).
+    pub fn drop_owned(&mut self, owner: u64) {
+        if self.owned == 0 {
+            return;
+        }
+        for idx in 0..self.slab.len() {
+            if self.slab[idx]
+                .as_ref()
+                .is_some_and(|e| e.owner == Some(owner))
+            {
+                self.remove(idx);
             }
         }
     }
@@ -112,6 +149,7 @@ impl IdlePool {
 
     fn remove(&mut self, idx: usize) {
         if let Some(entry) = self.slab.get_mut(idx).and_then(Option::take) {
+            self.owned -= usize::from(entry.owner.is_some());
             if let Some(list) = self.by_server.get_mut(entry.server) {
                 list.retain(|&i| i != idx);
             }
@@ -137,6 +175,7 @@ impl IdlePool {
     pub fn clear(&mut self) {
         self.slab.clear();
         self.free.clear();
+        self.owned = 0;
         for l in &mut self.by_server {
             l.clear();
         }

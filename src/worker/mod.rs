@@ -9,7 +9,9 @@
 //! The files: `conn` (what every connection has: client, upstream, phase),
 //! `dispatch` (getting a server), `session` (the seam protocols plug into),
 //! `tcp` (`mode = "tcp"`), `buffer` (bounded per-direction buffers, splice),
-//! `timers` (deadline heap), `view` (live server state for the balancers).
+//! `timers` (deadline heap), `view` (live server state for the balancers),
+//! `proxy_accept` / `proxy_send` (the PROXY protocol header read from clients
+//! with `accept_proxy`, written to servers with `send_proxy`).
 
 pub mod access;
 pub mod buffer;
@@ -18,6 +20,8 @@ mod dispatch;
 mod expiry;
 pub mod http;
 pub mod idle;
+mod proxy_accept;
+mod proxy_send;
 pub mod session;
 pub mod tcp;
 pub mod timers;
@@ -101,6 +105,9 @@ struct Worker {
     /// When a per-client refusal was last logged, and refusals since.
     limit_logged_at: Option<Instant>,
     limit_unlogged: u64,
+    /// When a refused PROXY header was last logged, and refusals since.
+    proxy_logged_at: Option<Instant>,
+    proxy_unlogged: u64,
     draining: bool,
     accept_paused_until: Option<Instant>,
     now: Instant,
@@ -211,6 +218,8 @@ impl Worker {
             server_listen,
             limit_logged_at: None,
             limit_unlogged: 0,
+            proxy_logged_at: None,
+            proxy_unlogged: 0,
             draining: false,
             accept_paused_until: None,
             now: Instant::now(),
@@ -401,8 +410,11 @@ impl Worker {
     ) {
         // TCP_NODELAY comes from the listening socket (inherited on accept).
         let limits = &self.config.listens[listen].client_limits;
+        let proxied = self.config.listens[listen].accept_proxy;
         let mut client_cell = None;
-        if limits.max_conns.is_some() || limits.rate.is_some() {
+        // With `accept_proxy` the client's address is known only once its
+        // header is read: the limits apply then (`proxy_accept.rs`).
+        if proxied.is_none() && (limits.max_conns.is_some() || limits.rate.is_some()) {
             match crate::limits::admit(
                 &self.region,
                 self.slot,
@@ -452,7 +464,14 @@ impl Worker {
         slot.total.fetch_add(1, Relaxed);
         self.live += 1;
         let serial = conn.serial;
-        let connect_now = conn.session.connects_at_accept();
+        let mut connect_now = conn.session.connects_at_accept();
+        if let Some(p) = proxied {
+            let deadline = self.now + p.timeout;
+            conn.phase = Phase::ProxyHeader { deadline };
+            conn.armed = Some(deadline);
+            self.timers.push(deadline, idx, serial);
+            connect_now = false;
+        }
         self.conns[idx] = Some(conn);
         if connect_now {
             self.dispatch_and_follow(idx, serial);
@@ -503,9 +522,24 @@ impl Worker {
             };
             match conn.phase {
                 Phase::Queued { .. } => return,
+                Phase::ProxyHeader { .. } => match self.read_proxy_header(idx) {
+                    proxy_accept::HeaderStep::Wait => return,
+                    proxy_accept::HeaderStep::Active => continue,
+                    proxy_accept::HeaderStep::Dispatch(serial) => {
+                        return self.dispatch_and_follow(idx, serial);
+                    }
+                },
                 Phase::Connecting { .. } => match conn.check_connect() {
                     ConnectState::Pending => return,
-                    ConnectState::Connected => {}
+                    ConnectState::Connected => {
+                        // `send_proxy`: the header goes first, before any
+                        // byte of the client.
+                        if self.send_proxy_header(idx).is_err() {
+                            self.connect_failed(idx);
+                            return;
+                        }
+                        continue;
+                    }
                     ConnectState::Failed(_) => {
                         self.connect_failed(idx);
                         return;
@@ -576,6 +610,8 @@ impl Worker {
         };
         self.log_close(&mut conn, error);
         conn.release(&mut self.pool);
+        // Idle server connections that carry its PROXY header go with it.
+        self.idle.drop_owned(conn.serial);
         if let Some(b) = conn.client_cell {
             crate::limits::release(&self.region, self.slot, conn.listen, b);
         }

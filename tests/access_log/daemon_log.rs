@@ -29,6 +29,14 @@ fn reopen_logs_moves_the_master_and_its_workers_to_a_new_daemon_log() {
         "the master did not write to the new log: {}",
         read(&conf.log_file)
     );
+    // Every worker's stderr is the new file once it has reopened.
+    let workers = crate::util::json::worker_pids(&lbctl.status_json());
+    assert!(
+        wait_until(WAIT, || workers.iter().all(|w| {
+            std::fs::read_link(format!("/proc/{w}/fd/2")).is_ok_and(|t| t == conf.log_file)
+        })),
+        "workers {workers:?} kept stderr on the old log"
+    );
     // A worker's own line: a client over its limit is refused and logged.
     let held = connect(conf.bind()).expect("first connection");
     assert!(

@@ -174,6 +174,58 @@ fn without_a_token_the_actions_are_forbidden() {
     assert!(page.contains("const ACTIONS = false;"));
 }
 
+#[test]
+fn refused_actions_in_a_loop_are_logged_once_a_second_and_cut_short() {
+    let setup = Setup::start(Some(TOKEN));
+    let name = setup.server_names()[0].clone();
+    // A long path (the head limit is 8 KiB) and a wrong token, many times.
+    let path = format!("/server/web/{}{}/disable", name, "x".repeat(6000));
+    let wrong = [("Authorization", "Bearer wrong-token-0123456789")];
+    let sent = 400u64;
+    let t = Instant::now();
+    for _ in 0..sent / 2 {
+        let r = setup.request("POST", &format!("/server/web/{name}/disable"), &wrong, None);
+        assert_eq!(r.status, 403, "{}", r.text());
+        let r = setup.request("POST", &path, &wrong, None);
+        assert_eq!(r.status, 403, "{}", r.text());
+    }
+    let elapsed = t.elapsed().as_secs();
+    let mut lines = Vec::new();
+    assert!(
+        wait_until(WAIT, || {
+            let err = setup.master.stderr();
+            lines = err
+                .lines()
+                .filter(|l| l.contains("admin: refused POST"))
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            !lines.is_empty()
+        }),
+        "no refusal logged\n{}",
+        setup.master.describe()
+    );
+    // One line per started second at most, never the thousands sent.
+    assert!(
+        lines.len() as u64 <= elapsed + 2,
+        "{} lines for {sent} refusals in {elapsed}s:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().all(|l| l.len() < 512),
+        "a line quotes the whole path: {lines:?}"
+    );
+    if lines.len() > 1 {
+        assert!(
+            lines[1..]
+                .iter()
+                .all(|l| l.contains("more since the last such line")),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(server_state(&setup.lbctl().status_json(), &name), "up");
+}
+
 /// Sends raw bytes, returns the status line of the answer.
 fn raw(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");

@@ -14,6 +14,8 @@ pub struct ServerConf {
     pub weight: Option<u32>,
     pub name: Option<String>,
     pub backup: bool,
+    /// More keys of the entry, e.g. `send_proxy = "v2"`.
+    pub more: Vec<String>,
 }
 
 impl ServerConf {
@@ -23,7 +25,14 @@ impl ServerConf {
             weight: None,
             name: None,
             backup: false,
+            more: Vec::new(),
         }
+    }
+
+    /// Adds a key of the entry as written, e.g. `send_proxy = "v2"`.
+    pub fn key(mut self, kv: &str) -> ServerConf {
+        self.more.push(kv.to_string());
+        self
     }
 
     pub fn weight(mut self, w: u32) -> ServerConf {
@@ -51,6 +60,9 @@ impl ServerConf {
         }
         if self.backup {
             s.push_str(", backup = true");
+        }
+        for kv in &self.more {
+            let _ = write!(s, ", {kv}");
         }
         s.push_str(" }");
         s

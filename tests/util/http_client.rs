@@ -72,6 +72,18 @@ impl HttpConn {
         })
     }
 
+    /// Wraps a stream connected to `addr` by other means (a chosen source
+    /// address, bytes already sent), with [`IO_TIMEOUT`] on reads and writes.
+    pub fn from_stream(addr: SocketAddr, s: TcpStream) -> io::Result<HttpConn> {
+        s.set_read_timeout(Some(IO_TIMEOUT))?;
+        s.set_write_timeout(Some(IO_TIMEOUT))?;
+        s.set_nodelay(true)?;
+        Ok(HttpConn {
+            addr,
+            wire: Wire::new(s),
+        })
+    }
+
     /// Where it connected.
     pub fn addr(&self) -> SocketAddr {
         self.addr

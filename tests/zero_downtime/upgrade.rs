@@ -1,5 +1,6 @@
-//! Owns the binary-upgrade test under load: by command, by SIGUSR2, and a
-//! broken binary that changes nothing.
+//! Owns the binary-upgrade tests: under load by command, by SIGUSR2, and a
+//! broken binary that changes nothing; and an upgraded master holding no
+//! descriptor that a fresh one does not.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -155,5 +156,69 @@ fn binary_upgrade_by_command_and_sigusr2_fails_no_connection_and_a_broken_binary
     assert!(
         wait_until(WAIT, || !pid_alive(third)),
         "master {third} survived stop"
+    );
+}
+
+/// The open descriptors of `pid`, each named by what it is (`socket`,
+/// `pipe`, `anon_inode:[eventpoll]`, a file's path), sorted: two masters of
+/// one config hold the same list whatever the inode numbers.
+fn fd_kinds(pid: i32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut kinds: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|target| {
+            let t = target.display().to_string();
+            match t.split_once(":[") {
+                Some((kind @ ("socket" | "pipe"), _)) => kind.to_string(),
+                _ => t,
+            }
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+#[test]
+fn an_upgraded_master_holds_the_same_descriptors_as_a_fresh_one() {
+    let dir = TempDir::new();
+    let (a, e) = (Backend::fixed("A"), Backend::echo());
+    let conf = two_listens(&dir, &[a.addr()], &[e.addr()], 2);
+    let path = conf.write(&dir);
+    let mut guard = DaemonGuard::new(&conf);
+    let mut master = Master::start(&dir, &path);
+    let first = master.pid();
+    guard.track(first);
+    let fresh = fd_kinds(first);
+    assert!(!fresh.is_empty(), "no descriptors read for master {first}");
+
+    let lbctl = Lbctl::new(&dir, &path);
+    let up = lbctl.run("upgrade", &[]);
+    up.assert_success();
+    let second = wait_master(&lbctl, "status never showed the new master", |p| p != first);
+    guard.track(second);
+    // Once the old master is gone the handover is over: what the new master
+    // holds now, it holds for its whole life.
+    assert!(
+        master.wait_exit(WAIT).is_some(),
+        "the first master {first} outlived its upgrade"
+    );
+    let mut upgraded = Vec::new();
+    let same = wait_until(WAIT, || {
+        upgraded = fd_kinds(second);
+        upgraded == fresh
+    });
+    assert!(
+        same,
+        "the upgraded master {second} holds other descriptors than a fresh one\n\
+         fresh:    {fresh:?}\nupgraded: {upgraded:?}"
+    );
+    assert_eq!(fetch_ok(conf.bind()), "A", "the upgraded master serves");
+    lbctl.run("stop", &[]).assert_success();
+    assert!(
+        wait_until(WAIT, || !pid_alive(second)),
+        "master {second} survived stop"
     );
 }

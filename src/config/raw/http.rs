@@ -14,7 +14,7 @@
 
 use super::{RawHealth, RawServer};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Unexpected, Visitor};
+use serde::de::{self, Deserializer, Visitor};
 use std::fmt;
 use toml::Spanned;
 
@@ -111,31 +111,12 @@ pub enum RawSize {
 
 impl<'de> Deserialize<'de> for RawSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SizeVisitor;
-
-        impl Visitor<'_> for SizeVisitor {
-            type Value = RawSize;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number of bytes such as 16384 or a size string such as \"16KiB\"")
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
-                Ok(RawSize::Bytes(v))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
-                i64::try_from(v)
-                    .map(RawSize::Bytes)
-                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
-                Ok(RawSize::Text(v.to_owned()))
-            }
-        }
-
-        deserializer.deserialize_any(SizeVisitor)
+        super::int_or_text::int_or_text(
+            deserializer,
+            "a number of bytes such as 16384 or a size string such as \"16KiB\"",
+            RawSize::Bytes,
+            RawSize::Text,
+        )
     }
 }
 

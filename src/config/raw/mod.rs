@@ -7,14 +7,14 @@
 
 mod access_log;
 mod http;
+mod int_or_text;
 
 pub use access_log::RawAccessLog;
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
 
 use super::ConfigError;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Unexpected, Visitor};
-use std::fmt;
+use serde::de::Deserializer;
 use std::ops::Range;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -110,6 +110,8 @@ pub struct RawListen {
     /// `access_log = { path, format }`: one line per connection (tcp) or
     /// request (http).
     pub access_log: Option<Spanned<RawAccessLog>>,
+    /// `accept_proxy = true`: clients start with a PROXY protocol header.
+    pub accept_proxy: Option<Spanned<bool>>,
 }
 
 /// `rate = { conns, per }` as written.
@@ -134,6 +136,8 @@ pub struct RawTimeouts {
     pub header: Option<Spanned<String>>,
     /// http: `server = "30s"`.
     pub server: Option<Spanned<String>>,
+    /// `proxy = "5s"` (with `accept_proxy`): time for the PROXY header.
+    pub proxy: Option<Spanned<String>>,
 }
 
 /// `queue = { size, timeout }` as written.
@@ -164,6 +168,8 @@ pub struct RawServer {
     pub slow_start: Option<Spanned<String>>,
     /// `health = {...}`: merged field by field over the listen's.
     pub health: Option<Spanned<RawHealth>>,
+    /// `send_proxy = "v1" | "v2"`.
+    pub send_proxy: Option<Spanned<String>>,
 }
 
 /// `health = {...}` as written, every kind's keys in one flat table.
@@ -207,31 +213,12 @@ pub enum RawStatus {
 
 impl<'de> Deserialize<'de> for RawStatus {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct StatusVisitor;
-
-        impl Visitor<'_> for StatusVisitor {
-            type Value = RawStatus;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an HTTP status such as 200 or a range string such as \"200-399\"")
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatus, E> {
-                Ok(RawStatus::Code(v))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawStatus, E> {
-                i64::try_from(v)
-                    .map(RawStatus::Code)
-                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatus, E> {
-                Ok(RawStatus::Text(v.to_owned()))
-            }
-        }
-
-        deserializer.deserialize_any(StatusVisitor)
+        int_or_text::int_or_text(
+            deserializer,
+            "an HTTP status such as 200 or a range string such as \"200-399\"",
+            RawStatus::Code,
+            RawStatus::Text,
+        )
     }
 }
 

@@ -11,7 +11,8 @@
 //! (`[[listen]]`), `http.rs` (a listen's `mode = "http"` settings), `pools.rs`
 //! (a listen's own servers and named pools), `server.rs` (one list of
 //! servers), `routes.rs` (`[[listen.route]]`) and `health.rs` (`health`
-//! tables). `located.rs` reads the scalar values (durations, integers, names,
+//! tables), `proxy.rs` (the PROXY protocol keys `accept_proxy`,
+//! `timeouts.proxy`, `send_proxy`). `located.rs` reads the scalar values (durations, integers, names,
 //! addresses) and builds the located errors.
 //!
 //! Decisions beyond the doc comments in `config/mod.rs`:
@@ -41,6 +42,8 @@
 //! - `forwarded` names a header at most once; a route may not repeat an
 //!   earlier route's host and path_prefix (it could never match).
 //! - `pid_file`, `control_socket` and `log_file` must be three different files.
+//! - `timeouts.proxy` is rejected without `accept_proxy = true` (it could
+//!   never apply); `accept_proxy = false` is the same as leaving it out.
 //! - `[admin]` needs a `bind`, which must not clash with a listen's bind as
 //!   two listens' binds must not.
 
@@ -53,6 +56,7 @@ mod listen;
 mod located;
 mod master;
 mod pools;
+mod proxy;
 mod routes;
 mod server;
 #[cfg(test)]

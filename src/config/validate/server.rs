@@ -158,6 +158,7 @@ impl Validator<'_> {
             slow_start,
             health,
             pool: inherit.pool.map(str::to_string),
+            send_proxy: self.send_proxy(sp, s)?,
         })
     }
 }

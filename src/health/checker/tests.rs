@@ -29,6 +29,7 @@ fn target(addr: SocketAddr, config: HealthConfig) -> Target {
         id: ID,
         addr,
         config,
+        send_proxy: None,
     }
 }
 
@@ -423,4 +424,42 @@ fn shutdown_closes_probes_and_stops_scheduling() {
             }
         }
     }
+}
+
+#[test]
+fn send_proxy_probes_start_with_the_header_of_no_client() {
+    use crate::proxy_protocol::Version;
+    // tcp: the v2 LOCAL header is written before the probe passes.
+    let (tx, rx) = mpsc::channel();
+    let addr = serve(move |mut s| {
+        let mut got = [0u8; 16];
+        let _ = s.read_exact(&mut got);
+        let _ = tx.send(got.to_vec());
+    });
+    let mut h = Harness::one(Target {
+        send_proxy: Some(Version::V2),
+        ..target(addr, config(HealthKind::Tcp))
+    });
+    assert!(h.report().ok);
+    assert_eq!(
+        rx.recv().expect("header"),
+        b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"
+    );
+    // http: v1 UNKNOWN, then the request.
+    let (tx, rx) = mpsc::channel();
+    let addr = serve(move |mut s| {
+        let head = read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let _ = tx.send(head);
+    });
+    let mut h = Harness::one(Target {
+        send_proxy: Some(Version::V1),
+        ..target(addr, config(http_kind(None)))
+    });
+    assert!(h.report().ok);
+    let head = String::from_utf8(rx.recv().expect("request")).expect("utf8");
+    assert!(
+        head.starts_with("PROXY UNKNOWN\r\nGET /health HTTP/1.0\r\n"),
+        "{head}"
+    );
 }

@@ -350,6 +350,32 @@ impl Snapshot {
             None,
             rows,
         )?;
+        let with_proxy = || ls.iter().filter_map(|l| l.proxy.map(|p| (key(&l.name), p)));
+        let rows = with_proxy().map(|(k, p)| (k, p.accepted)).collect();
+        counters(
+            enc,
+            "listen_proxy_headers",
+            "PROXY protocol headers read from clients (accept_proxy)",
+            None,
+            rows,
+        )?;
+        let rows = with_proxy()
+            .flat_map(|(k, p)| {
+                [
+                    ("invalid", p.invalid),
+                    ("timeout", p.timeout),
+                    ("closed", p.closed),
+                ]
+                .map(|(why, n)| (with(&k, "reason", why), n))
+            })
+            .collect();
+        counters(
+            enc,
+            "listen_proxy_header_errors",
+            "Connections closed for their PROXY header (accept_proxy), by reason",
+            None,
+            rows,
+        )?;
         let rows = ls.iter().map(|l| (key(&l.name), l.requests)).collect();
         counters(
             enc,

@@ -38,6 +38,7 @@ fn snapshot() -> Status {
             queued: 2,
             refused: 3,
             limited: 0,
+            proxy: None,
             mode: "http".into(),
             requests: 7,
             responses: Classes::from_counts([0, 6, 0, 0, 1]),

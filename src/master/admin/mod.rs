@@ -9,6 +9,8 @@
 //! fails the reload, and swapped in when it succeeds) and binary upgrades
 //! (handed over with the control socket). Every figure comes from
 //! [`report::status`], every action from the same code as `lbctl server`.
+//! A refused action is logged at most once a second (`ratelog`), so a
+//! client guessing tokens cannot fill the log.
 
 mod http;
 mod metrics;
@@ -52,6 +54,8 @@ pub struct Admin {
     next: usize,
     /// The master's own counters.
     pub figures: Figures,
+    /// Refused actions (a wrong token): logged at most once a second.
+    refusals: super::ratelog::RateLog,
 }
 
 #[derive(Debug)]
@@ -405,10 +409,10 @@ impl Master {
             None => None,
         };
         if !given.is_some_and(|g| http::same_secret(g.as_bytes(), token.as_bytes())) {
-            log(&format!(
-                "admin: refused POST {}: missing or wrong token",
-                req.path.escape_debug()
-            ));
+            let path = super::ratelog::quoted(&req.path);
+            self.admin.refusals.log(now, || {
+                format!("admin: refused POST {path}: missing or wrong token")
+            });
             return http::Response::text(403, "forbidden: missing or wrong token\n");
         }
         match self.server_action(action, &format!("{listen}/{server}"), now) {
