@@ -99,6 +99,13 @@ pub enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Reopen the log files (access logs, the daemon log) by name, after
+    /// logrotate renamed them (its `postrotate` step).
+    ReopenLogs {
+        /// Config file of the running master.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Validate a config file (exit 0 when valid, 1 when not).
     Check {
         /// Config file.
@@ -208,6 +215,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Upgrade { config } => {
             let ends = endpoints(&config_path(config)?);
             call_done(&ends, &Request::Upgrade, Duration::from_secs(60))
+        }
+        Command::ReopenLogs { config } => {
+            let ends = endpoints(&config_path(config)?);
+            call_done(&ends, &Request::ReopenLogs, Duration::from_secs(10))
         }
         Command::Check { config } => {
             let path = config_path(config)?;

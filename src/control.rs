@@ -32,6 +32,8 @@ pub enum Request {
     Connections,
     /// Execute the `lbctl` binary on disk as the new master (binary upgrade).
     Upgrade,
+    /// Reopen every log file by name (logrotate's `postrotate`).
+    ReopenLogs,
     /// Runtime change of one server: `LISTEN/SERVER`.
     Server {
         /// `enable`, `disable`, `drain` or `weight`.
@@ -51,6 +53,7 @@ impl Request {
             Request::Reload { .. }
             | Request::Stop { .. }
             | Request::Upgrade
+            | Request::ReopenLogs
             | Request::Server { .. } => false,
         }
     }
@@ -63,6 +66,7 @@ impl Request {
             Request::Reload { .. } => "reload".into(),
             Request::Stop { .. } => "stop".into(),
             Request::Upgrade => "upgrade".into(),
+            Request::ReopenLogs => "reopen the logs".into(),
             Request::Server { action, target } => match action {
                 ServerAction::Enable => format!("enable {target}"),
                 ServerAction::Disable => format!("disable {target}"),
@@ -129,6 +133,8 @@ pub enum Response {
 pub enum ToWorker {
     /// Stop accepting, finish open connections, exit.
     Drain,
+    /// Reopen the access logs (and stdout/stderr on the daemon log).
+    ReopenLogs,
     /// List open connections; answer with the same id.
     Connections {
         /// Correlation id.

@@ -160,6 +160,7 @@ mod tests {
             requests: 0,
             responses: Classes::default(),
             reused: 0,
+            access_log_dropped: 0,
             retries: 0,
         }
     }

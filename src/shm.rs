@@ -158,6 +158,9 @@ pub struct SlotCell {
     pub reused: AtomicU64,
     /// HTTP requests sent again to another server after a server failed; worker.
     pub retries: AtomicU64,
+    /// Access-log lines dropped (the writer fell behind or a write failed);
+    /// the worker and its log writer thread.
+    pub access_dropped: AtomicU64,
 }
 
 /// Per-(slot, server) counters; one writer each (the slot's worker).

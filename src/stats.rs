@@ -73,6 +73,9 @@ pub struct WorkerRow {
     /// HTTP requests sent again to another server after one failed.
     #[serde(default)]
     pub retries: u64,
+    /// Access-log lines dropped (disk full or too slow).
+    #[serde(default)]
+    pub access_log_dropped: u64,
 }
 
 /// HTTP responses by status class.
@@ -334,6 +337,13 @@ impl Status {
             total
         );
         let _ = writeln!(out, "config: {}", self.config);
+        let dropped: u64 = self.workers.iter().map(|w| w.access_log_dropped).sum();
+        if dropped > 0 {
+            let _ = writeln!(
+                out,
+                "access log: {dropped} lines dropped (the disk was full or too slow; see the log)"
+            );
+        }
         out.push_str(&rule("WORKERS", W));
         out.push('\n');
         let rows: Vec<Vec<String>> = self
@@ -570,6 +580,7 @@ mod tests {
                 responses: Classes::from_counts([0, 6, 0, 0, 1]),
                 reused: 4,
                 retries: 1,
+                access_log_dropped: 0,
             }],
             listens: vec![ListenRow {
                 name: "web".into(),

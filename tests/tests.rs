@@ -9,6 +9,10 @@ mod util;
 // Self-tests of the harness (no lbctl).
 mod harness;
 
+// Access logs: tcp and http lines in both formats, reopen-logs under load
+// after a logrotate rename (no line lost or split), a full tmpfs (lines
+// dropped and counted, traffic unaffected), the shipped conf/logrotate run for real.
+mod access_log;
 // `[admin]`: /metrics parsed by the Prometheus client's parsers,
 // /status.json, token-guarded actions, bad and idle requests, reloads
 // (api.rs), the status page in headless Chromium (page.rs).

@@ -118,6 +118,9 @@ pub struct ListenConfig {
     /// `max_conns_per_client` and `rate`: limits per client address, global
     /// across the workers.
     pub client_limits: ClientLimits,
+    /// `access_log = { path, format }`: where and how each connection (tcp)
+    /// or request (http) is logged. `None` (the default): not logged.
+    pub access_log: Option<AccessLogConfig>,
     /// `accept_proxy = true`: every client starts with a PROXY protocol
     /// header (v1 or v2), whose client address is the one lbctl uses.
     /// `None` (the default): no header is expected.
@@ -143,6 +146,25 @@ pub enum Dataplane {
     /// The kernel relays the bytes (a BPF sockmap); falls back to `Auto`
     /// where the kernel refuses.
     Sockmap,
+}
+
+/// A listen's `access_log` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLogConfig {
+    /// The file lines are appended to (resolved against the config's
+    /// directory; its directory must exist).
+    pub path: PathBuf,
+    /// `format = "text"` (default) or `"json"`.
+    pub format: LogFormat,
+}
+
+/// `access_log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One HAProxy/nginx-like line of space-separated fields.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Per-client-address limits of a listen.

@@ -238,6 +238,10 @@ impl Master {
             }
             Request::Connections => self.begin_connections(token, now),
             Request::Upgrade => self.begin_upgrade(Some(token), now),
+            Request::ReopenLogs => {
+                let resp = self.reopen_logs();
+                self.respond(token, resp);
+            }
             Request::Server { action, target } => {
                 let resp = self.server_action(action, &target, now);
                 self.respond(token, resp);

@@ -168,10 +168,39 @@ pub fn daemonize(log_file: &Path) -> io::Result<Daemonized> {
             nix::unistd::dup2_stdin(&devnull)?;
             nix::unistd::dup2_stdout(&log)?;
             nix::unistd::dup2_stderr(&log)?;
+            // The daemon is single-threaded here (just forked), so nothing
+            // reads the environment while it changes. Workers (forked) and
+            // an upgraded master (exec'd) inherit it: `reopen-logs` reopens
+            // their stdout/stderr on this file too.
+            let absolute = std::fs::canonicalize(log_file).unwrap_or_else(|_| log_file.into());
+            // SAFETY: see above.
+            unsafe { std::env::set_var(DAEMON_LOG_ENV, absolute) };
             let _ = std::env::set_current_dir("/");
             Ok(Daemonized::Daemon(write))
         }
     }
+}
+
+/// The environment variable naming a daemon's log file (set by
+/// [`daemonize`]; absent in the foreground, where stderr is not a file).
+pub const DAEMON_LOG_ENV: &str = "LBCTL_DAEMON_LOG";
+
+/// The log file stdout/stderr were redirected to by `start -d`, if any.
+pub fn daemon_log() -> Option<PathBuf> {
+    std::env::var_os(DAEMON_LOG_ENV).map(PathBuf::from)
+}
+
+/// `reopen-logs`: points stdout and stderr at a freshly opened daemon log
+/// (after logrotate renamed the old one); false in the foreground. A
+/// failure leaves both on the old file.
+pub fn reopen_daemon_log() -> io::Result<bool> {
+    let Some(path) = daemon_log() else {
+        return Ok(false);
+    };
+    let log = open_log(&path)?;
+    nix::unistd::dup2_stdout(&log)?;
+    nix::unistd::dup2_stderr(&log)?;
+    Ok(true)
 }
 
 /// Opens (creating directories) the log file for appending.
@@ -250,7 +279,7 @@ pub fn log_line(msg: &str) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

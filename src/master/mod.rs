@@ -14,6 +14,7 @@ mod lifecycle;
 pub mod listeners;
 mod ratelog;
 pub mod reload;
+mod reopen;
 pub mod report;
 pub mod signals;
 pub mod supervisor;

@@ -66,6 +66,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                 responses: Classes::from_counts(cell.classes.each_ref().map(|c| c.load(Relaxed))),
                 reused: cell.reused.load(Relaxed),
                 retries: cell.retries.load(Relaxed),
+                access_log_dropped: cell.access_dropped.load(Relaxed),
             });
         }
     }

@@ -91,6 +91,9 @@ pub struct Conn {
     /// The earliest deadline a timer entry is armed for (the session's own
     /// deadlines arm a new entry only when they come earlier).
     pub armed: Option<Instant>,
+    /// Why the loop ends it (idle, queue timeout, no server), for the
+    /// access log; None: the session's own end.
+    pub end: Option<super::access::record::Cause>,
 }
 
 /// Result of checking a non-blocking connect.
@@ -136,6 +139,7 @@ impl Conn {
             last_active: now,
             client_cell: None,
             armed: None,
+            end: None,
         }
     }
 

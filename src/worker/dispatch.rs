@@ -5,6 +5,7 @@
 //! listen's bounded FIFO queue for clients that find every server full.
 //! Our own lack of descriptors is never counted against a server.
 
+use super::access::record::Cause;
 use super::conn::Phase;
 use super::session::Counters;
 use super::tokens::Holder;
@@ -54,6 +55,13 @@ impl Worker {
             base: self.listens[conn.listen].base,
         };
         conn.phase = Phase::Active;
+        if conn.end.is_none() {
+            conn.end = Some(if conn.upstream.tried.is_empty() {
+                Cause::NoServer
+            } else {
+                Cause::ConnectFailed
+            });
+        }
         if conn.session.answer_no_server(&counters) {
             self.progress(idx);
         } else {

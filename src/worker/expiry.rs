@@ -5,6 +5,7 @@
 //! a client over its per-client limit, and the `lbctl connections` rows.
 
 use super::Worker;
+use super::access::record::Cause;
 use super::conn::Phase;
 use super::session::Counters;
 use crate::stats::ConnRow;
@@ -31,6 +32,7 @@ impl Worker {
                             .queued
                             .fetch_sub(1, Relaxed);
                         self.region.server(rt.base).refused.fetch_add(1, Relaxed);
+                        conn.end = Some(Cause::QueueTimeout);
                         self.no_server(idx);
                     }
                 }
@@ -71,6 +73,7 @@ impl Worker {
                     }
                     let due = conn.last_active + listen.timeouts.idle;
                     if self.now >= due {
+                        conn.end = Some(Cause::IdleTimeout);
                         self.close(idx, false);
                     } else {
                         let next = own.map_or(due, |d| d.min(due));

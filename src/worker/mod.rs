@@ -14,6 +14,7 @@
 //! with `accept_proxy`, written to servers with `send_proxy`).
 //! `sockmap` (`dataplane = "sockmap"`: the kernel relays the bytes).
 
+pub mod access;
 pub mod buffer;
 pub mod conn;
 mod dispatch;
@@ -116,19 +117,25 @@ struct Worker {
     pid: u32,
     /// The kernel relay, when a listen asked for it and the kernel agreed.
     sockmap: Option<std::rc::Rc<sockmap::plane::Plane>>,
+    /// The access logs of the listens that have one.
+    access: access::AccessLogs,
 }
 
 /// Runs a worker until it is told to stop or its master goes away; returns
 /// the process exit code.
 pub fn run(ctx: WorkerCtx) -> i32 {
     match Worker::new(ctx) {
-        Ok(mut w) => match w.run() {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("lbctl worker {}: {e}", std::process::id());
-                3
+        Ok(mut w) => {
+            let result = w.run();
+            w.access.finish();
+            match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("lbctl worker {}: {e}", std::process::id());
+                    3
+                }
             }
-        },
+        }
         Err(e) => {
             eprintln!("lbctl worker {}: cannot start: {e}", std::process::id());
             3
@@ -185,6 +192,14 @@ impl Worker {
             .flat_map(|(i, l)| std::iter::repeat_n(i, l.servers.len()))
             .collect();
         let sockmap = sockmap::plane::start(&ctx.config, &ctx.region, poll.as_raw_fd());
+        let access =
+            access::AccessLogs::start(&ctx.config, &ctx.region, ctx.slot).unwrap_or_else(|e| {
+                eprintln!(
+                    "lbctl worker {}: no access log (cannot start its writer: {e})",
+                    std::process::id()
+                );
+                access::AccessLogs::default()
+            });
         let slot = ctx.region.slot(ctx.slot);
         slot.heartbeat_ms.store(shm::now_ms(), Relaxed);
         slot.phase.store(1, Relaxed);
@@ -216,6 +231,7 @@ impl Worker {
             now: Instant::now(),
             pid: std::process::id(),
             sockmap,
+            access,
         })
     }
 
@@ -273,6 +289,7 @@ impl Worker {
                     self.accept(i);
                 }
             }
+            self.access.flush_due(self.now);
             if self.draining && self.live == 0 {
                 return Ok(());
             }
@@ -311,6 +328,9 @@ impl Worker {
         if let Some(until) = self.accept_paused_until {
             t = t.min(until.saturating_duration_since(now));
         }
+        if let Some(d) = self.access.next_flush(now) {
+            t = t.min(d);
+        }
         t
     }
 
@@ -321,6 +341,7 @@ impl Worker {
         for msg in msgs.into_iter().flatten() {
             match msg {
                 ToWorker::Drain => self.start_drain(),
+                ToWorker::ReopenLogs => self.access.reopen(),
                 ToWorker::Connections { id } => {
                     let connections = self.connection_rows();
                     self.channel
@@ -545,6 +566,7 @@ impl Worker {
                 base: self.listens[conn.listen].base,
             };
             let result = conn.advance(listen, self.now, &mut self.pool, &counters);
+            access::after_step(&mut self.access, conn, listen, self.now);
             let slot = self.region.slot(self.slot);
             match result {
                 Ok(Step::Open(up, down) | Step::Busy(up, down)) => {
@@ -598,6 +620,7 @@ impl Worker {
         let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
             return;
         };
+        self.log_close(&mut conn, error);
         conn.release(&mut self.pool);
         // Idle server connections that carry its PROXY header go with it.
         self.idle.drop_owned(conn.serial);

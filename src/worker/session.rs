@@ -182,8 +182,11 @@ impl Session {
                     // A `101`: everything buffered is flushed, and from now
                     // on the bytes are relayed as in TCP mode.
                     let (up, down) = h.bytes();
+                    let log = h.take_log();
                     h.release(pool);
-                    *self = Session::Tcp(TcpRelay::resumed(up, down));
+                    let mut relay = TcpRelay::resumed(up, down);
+                    relay.upgraded = Some(log);
+                    *self = Session::Tcp(relay);
                     match self {
                         Session::Tcp(t) => t.advance(io, pool),
                         Session::Http(_) | Session::Sockmap(_) => Ok(Step::Open(0, 0)),

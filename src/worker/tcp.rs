@@ -5,6 +5,7 @@
 //! STYLE terms it is the "pipe" state of a session: the loop connects the
 //! server side ([`super::conn`]), then hands both sockets to it.
 
+use super::access::record::{Cause, RequestLog};
 use super::buffer::{Flow, Pipe, Pool};
 use super::session::{Io, Step, TURN_BUDGET};
 use std::io;
@@ -18,6 +19,11 @@ pub struct TcpRelay {
     pub down: Pipe,
     /// Which direction goes first next turn (so neither starves the other).
     flip: bool,
+    /// The side whose EOF came first (true: the client's), once one did.
+    first_eof: Option<bool>,
+    /// The access-log state of the HTTP request this tunnel answered
+    /// (`101`), logged when the tunnel ends.
+    pub upgraded: Option<Box<RequestLog>>,
 }
 
 impl TcpRelay {
@@ -91,6 +97,9 @@ impl TcpRelay {
                 break;
             }
         }
+        if self.first_eof.is_none() && (self.up.eof || self.down.eof) {
+            self.first_eof = Some(self.up.eof);
+        }
         let moved_up = self.up.bytes - up_before;
         let moved_down = self.down.bytes - down_before;
         if self.up.done() && self.down.done() {
@@ -99,6 +108,14 @@ impl TcpRelay {
             Ok(Step::Busy(moved_up, moved_down))
         } else {
             Ok(Step::Open(moved_up, moved_down))
+        }
+    }
+
+    /// How the relay ended for the access log: the side that closed first.
+    pub fn ended_by(&self) -> Cause {
+        match self.first_eof {
+            Some(false) => Cause::ServerClosed,
+            _ => Cause::ClientClosed,
         }
     }
 

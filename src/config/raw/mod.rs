@@ -5,9 +5,11 @@
 //! live here; that is `validate`'s job.
 //! The tables only `mode = "http"` uses live in `http.rs`.
 
+mod access_log;
 mod http;
 mod int_or_text;
 
+pub use access_log::RawAccessLog;
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
 
 use super::ConfigError;
@@ -117,6 +119,9 @@ pub struct RawListen {
     pub max_conns_per_client: Option<Spanned<i64>>,
     /// `rate = { conns = 100, per = "1s" }`: new connections per client address.
     pub rate: Option<Spanned<RawRate>>,
+    /// `access_log = { path, format }`: one line per connection (tcp) or
+    /// request (http).
+    pub access_log: Option<Spanned<RawAccessLog>>,
     /// `accept_proxy = true`: clients start with a PROXY protocol header.
     pub accept_proxy: Option<Spanned<bool>>,
     /// `dataplane = "auto" | "sockmap"`.

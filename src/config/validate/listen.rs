@@ -207,6 +207,7 @@ impl Validator<'_> {
             pools,
             routes,
             client_limits: self.client_limits(&p, l)?,
+            access_log: self.access_log(&p, l)?,
             accept_proxy: self.accept_proxy(&p, l)?,
             dataplane: self.dataplane(&p, l, mode)?,
         })

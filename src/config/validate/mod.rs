@@ -50,6 +50,7 @@
 //! - `[admin]` needs a `bind`, which must not clash with a listen's bind as
 //!   two listens' binds must not.
 
+mod access_log;
 mod admin;
 mod client_limits;
 mod dataplane;

@@ -232,7 +232,7 @@ impl Snapshot {
             let rows = ws.iter().map(|w| (key(w), gauge_of(get(w)))).collect();
             gauges(enc, name, help, unit, rows)?;
         }
-        let counter_fields: [(&str, &str, Option<Unit>, Field); 8] = [
+        let counter_fields: [(&str, &str, Option<Unit>, Field); 9] = [
             (
                 "worker_connections",
                 "Client connections accepted",
@@ -280,6 +280,12 @@ impl Snapshot {
                 "HTTP requests sent again to another server after one failed",
                 None,
                 |w| w.retries,
+            ),
+            (
+                "access_log_dropped_lines",
+                "Access-log lines dropped because the disk was full or too slow",
+                None,
+                |w| w.access_log_dropped,
             ),
         ];
         for (name, help, unit, get) in counter_fields {

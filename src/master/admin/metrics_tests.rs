@@ -29,6 +29,7 @@ fn snapshot() -> Status {
             requests: 7,
             responses: Classes::from_counts([0, 6, 0, 0, 1]),
             reused: 4,
+            access_log_dropped: 3,
             retries: 1,
         }],
         listens: vec![ListenRow {
@@ -113,6 +114,10 @@ fn prometheus_text_names_every_figure_with_its_labels() {
         &format!("lbctl_worker_http_reused_requests_total{{{w}}} 4"),
     );
     has(&t, &format!("lbctl_worker_http_retries_total{{{w}}} 1"));
+    has(
+        &t,
+        &format!("lbctl_access_log_dropped_lines_total{{{w}}} 3"),
+    );
     has(
         &t,
         &format!("lbctl_worker_http_responses_total{{{w},code=\"5xx\"}} 1"),

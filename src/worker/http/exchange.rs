@@ -89,6 +89,7 @@ impl HttpSession {
                         progress = true;
                         let (raw_len, status) = (head.head_len, head.status);
                         head_room(out, pool);
+                        self.log.status = status;
                         if status == 101 && ex.upgrade {
                             http::write_response(&head, out, true, ex.version);
                             self.down.consume(raw_len);
@@ -139,6 +140,7 @@ impl HttpSession {
                     resp.done = scan.done;
                     if !resp.done && self.down.eof {
                         // The server closed in the middle of its body.
+                        self.log.cause(super::Cause::ServerClosed);
                         return Err(Failure::Client(io::ErrorKind::UnexpectedEof.into()));
                     }
                 }
@@ -168,6 +170,8 @@ impl HttpSession {
                 if let Some(copy) = self.retry_copy.take() {
                     pool.give_head(copy);
                 }
+                let bytes = (self.up.bytes, self.down.bytes);
+                self.log.finish(super::Cause::Done, io.now, bytes);
                 return Ok(Some(Run::Loop(Step::Detach { reuse })));
             }
             if !progress {

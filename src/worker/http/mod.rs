@@ -21,6 +21,7 @@ mod half;
 mod key;
 mod route;
 
+use super::access::record::{Cause, RequestLog};
 use super::buffer::Pool;
 use super::session::{Counters, Io, Step};
 use crate::config::ListenConfig;
@@ -126,6 +127,8 @@ pub struct HttpSession {
     pool: usize,
     /// While draining: when an idle keep-alive client is closed.
     drain_at: Option<Instant>,
+    /// The access-log state of the current request.
+    log: RequestLog,
 }
 
 impl HttpSession {
@@ -144,6 +147,7 @@ impl HttpSession {
             draining: false,
             pool: 0,
             drain_at: None,
+            log: RequestLog::default(),
         }
     }
 
@@ -170,6 +174,16 @@ impl HttpSession {
     /// Bytes moved so far (client → server, server → client).
     pub fn bytes(&self) -> (u64, u64) {
         (self.up.bytes, self.down.bytes)
+    }
+
+    /// The access-log state of the current request.
+    pub fn log_mut(&mut self) -> &mut RequestLog {
+        &mut self.log
+    }
+
+    /// Hands the access-log state over (to the tunnel after a `101`).
+    pub fn take_log(&mut self) -> Box<RequestLog> {
+        Box::new(std::mem::take(&mut self.log))
     }
 
     /// The balancing key of the request being dispatched, if it has one.
@@ -238,9 +252,20 @@ impl HttpSession {
             State::Exchange if !self.ex.as_ref().is_some_and(|e| e.client_started) => Some(504),
             _ => None,
         };
+        let bytes = self.bytes();
+        match status {
+            Some(408) => self
+                .log
+                .local(408, Some(Cause::HeaderTimeout), self.head_since, bytes),
+            Some(_) => self.log.cause(Cause::ServerTimeout),
+            None => {}
+        }
         if let Some(status) = status
             && self.down.flushed()
         {
+            if status == 504 {
+                self.log.status = 504;
+            }
             counters.local(status);
             let _ = client.write(&http::error_response(status, true));
         }
@@ -256,9 +281,19 @@ impl HttpSession {
     }
 
     fn answer(&mut self, status: u16, counters: &Counters) -> bool {
+        let cause = match status {
+            502 => Some(Cause::ServerError),
+            503 => None,
+            _ => Some(Cause::BadRequest),
+        };
         if self.ex.as_ref().is_some_and(|e| e.client_started) || !self.down.flushed() {
+            if let Some(c) = cause {
+                self.log.cause(c);
+            }
             return false;
         }
+        let bytes = self.bytes();
+        self.log.local(status, cause, self.head_since, bytes);
         counters.local(status);
         self.down.discard_unclassified();
         self.down.out = http::error_response(status, true);
@@ -308,12 +343,20 @@ impl HttpSession {
         loop {
             match self.state {
                 State::Head => {
+                    let bytes = (self.up.bytes, self.down.bytes);
                     let (input, out) = self.up.input_and_out();
                     match http::parse_request(input, &limits) {
                         Ok(Some(head)) => {
                             head_room(out, pool);
                             out.clear();
                             let (ex, key, route) = start_request(&head, out, io, self.draining);
+                            self.log.start(
+                                io.listen.access_log.is_some(),
+                                head.method,
+                                head.uri,
+                                self.head_since,
+                                bytes,
+                            );
                             let head_len = head.head_len;
                             self.begin(ex, key, route, pool);
                             self.up.consume(head_len);

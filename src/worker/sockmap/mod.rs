@@ -23,6 +23,7 @@
 pub mod plane;
 pub mod probe;
 
+use super::access::record::Cause;
 use super::buffer::Pool;
 use super::conn::Upstream;
 use super::session::{Io, Step};
@@ -252,6 +253,16 @@ impl SockmapRelay {
         match &self.stage {
             Stage::Kernel(k) => (k.up.prior + k.up.moved, k.down.prior + k.down.moved),
             _ => self.user.bytes(),
+        }
+    }
+
+    /// Which side closed first, for the access log: in the kernel stage the
+    /// first FIN forwarded tells (only the server's: the server closed).
+    pub fn ended_by(&self) -> Cause {
+        match &self.stage {
+            Stage::Kernel(k) if k.down.shut && !k.up.shut => Cause::ServerClosed,
+            Stage::Kernel(_) => Cause::ClientClosed,
+            _ => self.user.ended_by(),
         }
     }
 
