@@ -8,6 +8,7 @@
 pub mod duration;
 pub mod raw;
 pub mod size;
+pub mod tls;
 pub mod validate;
 
 use std::fmt;
@@ -112,6 +113,8 @@ pub struct ListenConfig {
     /// `max_conns_per_client` and `rate`: limits per client address, global
     /// across the workers.
     pub client_limits: ClientLimits,
+    /// `tls = { certs = [...] }`: TLS termination, `None` for plain TCP.
+    pub tls: Option<std::sync::Arc<tls::TlsListen>>,
 }
 
 /// Per-client-address limits of a listen.

@@ -6,7 +6,7 @@
 //! server side ([`super::conn`]), then hands both sockets to it.
 
 use super::buffer::{Flow, Pipe, Pool};
-use super::session::{Io, Step, TURN_BUDGET};
+use super::session::{ClientIo, Io, Step, TURN_BUDGET};
 use std::io;
 
 /// The relay state of one TCP connection.
@@ -32,7 +32,12 @@ impl TcpRelay {
 
     /// Moves bytes both ways as far as readiness, buffers and the turn's
     /// budget allow. The direction that goes first alternates per turn.
-    pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
+    pub fn advance<C: ClientIo>(&mut self, io: Io<'_, C>, pool: &mut Pool) -> io::Result<Step> {
+        if !C::SPLICE {
+            // TLS plaintext: bulk directions stay on read/write.
+            self.up.no_splice = true;
+            self.down.no_splice = true;
+        }
         let Io {
             client,
             client_ready,

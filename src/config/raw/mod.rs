@@ -6,8 +6,10 @@
 //! The tables only `mode = "http"` uses live in `http.rs`.
 
 mod http;
+mod tls;
 
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
+pub use tls::{RawCert, RawTls};
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -105,6 +107,8 @@ pub struct RawListen {
     pub max_conns_per_client: Option<Spanned<i64>>,
     /// `rate = { conns = 100, per = "1s" }`: new connections per client address.
     pub rate: Option<Spanned<RawRate>>,
+    /// `tls = { certs = [ { cert, key } ] }`: TLS termination.
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 /// `rate = { conns, per }` as written.

@@ -207,6 +207,7 @@ impl Validator<'_> {
             pools,
             routes,
             client_limits: self.client_limits(&p, l)?,
+            tls: self.tls(&p, l)?,
         })
     }
 
@@ -230,7 +231,11 @@ impl Validator<'_> {
         let empty = RawTimeouts::default();
         let t = l.timeouts.as_ref().map_or(&empty, Spanned::get_ref);
         for (name, value) in [("header", &t.header), ("server", &t.server)] {
-            if let Some(v) = value {
+            // With TLS, `header` also bounds the handshake, in either mode.
+            let tls_header = name == "header" && l.tls.is_some();
+            if let Some(v) = value
+                && !tls_header
+            {
                 self.http_only(&format!("{p}.timeouts.{name}"), v, mode)?;
             }
         }

@@ -56,6 +56,7 @@ mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use admin::{MAX_TOKEN, MIN_TOKEN};
 pub use health::HEALTH_KINDS;

@@ -1,0 +1,55 @@
+//! Owns the typed TLS settings of a listen (`tls = { certs = [...] }`):
+//! each certificate as loaded when the config was validated — the chain and
+//! key ready for rustls (the key checked against the certificate), the DNS
+//! names SNI picks it by, and its expiry for `status` and `/metrics`. The
+//! files are read once, by the master, at load and at each reload; workers
+//! inherit the loaded certificates at fork and never touch the disk.
+
+use rustls::sign::CertifiedKey;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A listen's `tls` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListen {
+    /// `certs`, in file order; the first one is the default (a client
+    /// without SNI, or naming no certificate's name, gets it).
+    pub certs: Vec<TlsCert>,
+}
+
+/// One certificate of `tls.certs`.
+#[derive(Debug, Clone)]
+pub struct TlsCert {
+    /// `cert`: the PEM chain file (resolved against the config's directory).
+    pub cert_path: PathBuf,
+    /// `key`: the PEM private key file.
+    pub key_path: PathBuf,
+    /// The DNS names of the leaf (subjectAltName, else the subject's CN),
+    /// lower-cased; `*.example.com` is a wildcard for one label.
+    pub names: Vec<String>,
+    /// The leaf's notAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// The chain and signing key for rustls.
+    pub key: Arc<CertifiedKey>,
+}
+
+impl TlsCert {
+    /// The name `status` and `/metrics` show: the first DNS name, else the
+    /// certificate file's path.
+    pub fn label(&self) -> String {
+        match self.names.first() {
+            Some(n) => n.clone(),
+            None => self.cert_path.display().to_string(),
+        }
+    }
+}
+
+impl PartialEq for TlsCert {
+    fn eq(&self, other: &TlsCert) -> bool {
+        self.cert_path == other.cert_path
+            && self.key_path == other.key_path
+            && self.names == other.names
+            && self.not_after == other.not_after
+            && self.key.cert == other.key.cert
+    }
+}

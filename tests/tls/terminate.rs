@@ -1,0 +1,201 @@
+//! Owns the tests of TLS termination on a listen.
+
+use super::pki::{Ca, tls_line};
+use super::{client, tool, with_tls};
+use crate::util::backend::Backend;
+use crate::util::http_backend::HttpBackend;
+use crate::util::{Conf, Master, TempDir, wait_until};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+fn curl(ca: &std::path::Path, name: &str, bind: SocketAddr, path: &str) -> Option<String> {
+    let resolve = format!("{name}:{}:127.0.0.1", bind.port());
+    let url = format!("https://{name}:{}{path}", bind.port());
+    let ca = ca.display().to_string();
+    let out = tool(
+        "curl",
+        &[
+            "-sS",
+            "--max-time",
+            "10",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &resolve,
+            &url,
+        ],
+    )?;
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).to_lowercase())
+}
+
+#[test]
+fn sni_picks_each_names_certificate_and_proto_is_https() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let b = ca.leaf(dir.path(), "b", &["*.b.test"]);
+    let backend = HttpBackend::start("A");
+    let conf = with_tls(
+        Conf::new(&dir, &[backend.addr()]).listen(|l| l.http()),
+        &tls_line(&[&a, &b]),
+    );
+    let _m = Master::start(&dir, &conf.write(&dir));
+    let bind = conf.bind();
+    // curl checks the name against the certificate: each name is served
+    // the certificate that carries it (the wildcard covers www.b.test).
+    let Some(head) = curl(&ca.pem, "a.test", bind, "/headers") else {
+        eprintln!("curl missing: skipped");
+        return;
+    };
+    assert!(head.contains("x-forwarded-proto: https\r\n"), "{head}");
+    curl(&ca.pem, "www.b.test", bind, "/headers").expect("curl");
+    // Our own client sees which certificate came: SNI picks, an unknown
+    // name gets the first (default) one.
+    let cfg = client::config(&ca.pem);
+    let s = client::connect(&cfg, bind, "www.b.test").expect("tls b");
+    assert_eq!(client::served_cert(&s), b.der);
+    let s = client::connect(&cfg, bind, "a.test").expect("tls a");
+    assert_eq!(client::served_cert(&s), a.der);
+    let ca_path = ca.pem.display().to_string();
+    let addr = bind.to_string();
+    let out = tool(
+        "openssl",
+        &[
+            "s_client",
+            "-connect",
+            &addr,
+            "-servername",
+            "other.test",
+            "-CAfile",
+            &ca_path,
+        ],
+    )
+    .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CN = a"),
+        "default certificate for an unknown name: {text}"
+    );
+}
+
+#[test]
+fn tls_1_2_and_1_3_are_both_spoken_with_alpn_http_1_1() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let backend = HttpBackend::start("A");
+    let conf = with_tls(
+        Conf::new(&dir, &[backend.addr()]).listen(|l| l.http()),
+        &tls_line(&[&a]),
+    );
+    let _m = Master::start(&dir, &conf.write(&dir));
+    let (addr, ca_path) = (conf.bind().to_string(), ca.pem.display().to_string());
+    for (flag, version) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
+        let Some(out) = tool(
+            "openssl",
+            &[
+                "s_client",
+                "-connect",
+                &addr,
+                "-servername",
+                "a.test",
+                "-CAfile",
+                &ca_path,
+                "-alpn",
+                "http/1.1",
+                flag,
+                "-brief",
+            ],
+        ) else {
+            eprintln!("openssl missing: skipped");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Protocol version: {version}")),
+            "{flag}: {text}"
+        );
+        assert!(text.contains("Verification: OK"), "{flag}: {text}");
+    }
+    // ALPN: the http listen agrees on http/1.1.
+    let mut cfg = (*client::config(&ca.pem)).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let s = client::connect(&std::sync::Arc::new(cfg), conf.bind(), "a.test").expect("tls");
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+#[test]
+fn tcp_mode_offloads_tls_in_front_of_a_plain_service() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let echo = Backend::echo();
+    let conf = with_tls(Conf::new(&dir, &[echo.addr()]), &tls_line(&[&a]));
+    let _m = Master::start(&dir, &conf.write(&dir));
+    let cfg = client::config(&ca.pem);
+    let mut s = client::connect(&cfg, conf.bind(), "a.test").expect("tls");
+    // More than one TLS record and more than a relay buffer each way.
+    let data = crate::util::pseudo_random_bytes(300_000, 17);
+    let reader = {
+        let want = data.len();
+        let mut back = Vec::with_capacity(want);
+        s.write_all(&data).expect("write");
+        s.flush().expect("flush");
+        let mut buf = [0u8; 16384];
+        while back.len() < want {
+            let n = s.read(&mut buf).expect("read");
+            assert!(n > 0, "EOF after {} bytes", back.len());
+            back.extend_from_slice(&buf[..n]);
+        }
+        back
+    };
+    assert!(reader == data, "echoed bytes differ");
+    // The plain service saw one connection, made after the handshake.
+    assert_eq!(echo.accepted(), 1);
+}
+
+#[test]
+fn a_stalled_handshake_is_closed_by_the_timeout_while_others_are_served() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let echo = Backend::echo();
+    let conf = with_tls(
+        Conf::new(&dir, &[echo.addr()])
+            .workers(1)
+            .listen(|l| l.timeouts("header = \"1s\"")),
+        &tls_line(&[&a]),
+    );
+    let _m = Master::start(&dir, &conf.write(&dir));
+    // Half a ClientHello header, then silence.
+    let mut stalled = TcpStream::connect(conf.bind()).expect("connect");
+    stalled.write_all(&[0x16, 0x03, 0x01]).expect("write");
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    // The one worker serves another client meanwhile.
+    let cfg = client::config(&ca.pem);
+    let mut s = client::connect(&cfg, conf.bind(), "a.test").expect("tls");
+    s.write_all(b"ping").expect("write");
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).expect("echo");
+    assert_eq!(&buf, b"ping");
+    // Then the stalled one is closed by the server (EOF or reset).
+    let mut one = [0u8; 1];
+    let closed = match stalled.read(&mut one) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => {
+            e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut
+        }
+    };
+    assert!(closed, "the stalled handshake was not closed");
+    assert!(wait_until(Duration::from_secs(5), || echo.accepted() == 1));
+}
