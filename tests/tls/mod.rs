@@ -6,7 +6,7 @@
 //! `reload`, a renewed certificate picked up by `reload` (certs.rs).
 //! Certificates are made at test time (pki.rs), never committed.
 
-
+mod certs;
 mod client;
 mod pki;
 mod terminate;
