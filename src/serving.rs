@@ -198,6 +198,7 @@ mod tests {
             responses: Classes::default(),
             local: Classes::default(),
             servers,
+            tls_certificates: Vec::new(),
         }
     }
 

@@ -53,3 +53,20 @@ impl PartialEq for TlsCert {
             && self.key.cert == other.key.cert
     }
 }
+
+/// The `status` rows of a listen's certificates (expiry counted from now).
+pub fn cert_rows(tls: Option<&TlsListen>) -> Vec<crate::stats::CertRow> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    tls.map_or(&[][..], |t| &t.certs[..])
+        .iter()
+        .map(|c| crate::stats::CertRow {
+            name: c.label(),
+            names: c.names.clone(),
+            cert: c.cert_path.display().to_string(),
+            not_after: c.not_after,
+            expires_in_secs: c.not_after - now,
+        })
+        .collect()
+}

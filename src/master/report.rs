@@ -99,6 +99,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                     g.region.server_class(idx, c, true)
                 })),
                 servers: Vec::new(),
+                tls_certificates: crate::config::tls::cert_rows(l.tls.as_deref()),
             };
             row.responses = row.local;
             for s in &l.servers {

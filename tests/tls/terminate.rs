@@ -199,3 +199,42 @@ fn a_stalled_handshake_is_closed_by_the_timeout_while_others_are_served() {
     assert!(closed, "the stalled handshake was not closed");
     assert!(wait_until(Duration::from_secs(5), || echo.accepted() == 1));
 }
+
+#[test]
+fn status_and_metrics_show_each_certificates_expiry() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let b = ca.leaf(dir.path(), "b", &["*.b.test", "b.test"]);
+    let admin = crate::util::free_addr();
+    let conf = with_tls(
+        Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")]).admin(admin, None),
+        &tls_line(&[&a, &b]),
+    );
+    let path = conf.write(&dir);
+    let _m = Master::start(&dir, &path);
+    let st = crate::util::Lbctl::new(&dir, &path).status_json();
+    let certs = &st["listens"][0]["tls_certificates"];
+    assert_eq!(certs[0]["name"], "a.test", "{st:#}");
+    assert_eq!(certs[1]["names"][0], "*.b.test", "{st:#}");
+    assert_eq!(certs[1]["names"][1], "b.test", "{st:#}");
+    // rcgen's default notAfter is 4096-01-01.
+    assert_eq!(
+        certs[0]["not_after"].as_i64(),
+        Some(67_090_118_400),
+        "{st:#}"
+    );
+    assert!(
+        certs[1]["expires_in_secs"].as_i64().unwrap_or(0) > 0,
+        "{st:#}"
+    );
+    let mut c = crate::util::http_client::HttpConn::connect(admin).expect("admin");
+    let r = c.request("GET", "/metrics", &[], None).expect("metrics");
+    let text = r.text();
+    let line = format!(
+        "lbctl_tls_certificate_expiry_seconds{{listen=\"web\",name=\"a.test\",cert=\"{}\"}} 67090118400",
+        a.cert.display()
+    );
+    assert!(text.contains(&line), "{text}");
+    assert!(text.contains("name=\"*.b.test\""), "{text}");
+}
