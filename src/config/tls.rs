@@ -15,6 +15,35 @@ pub struct TlsListen {
     /// `certs`, in file order; the first one is the default (a client
     /// without SNI, or naming no certificate's name, gets it).
     pub certs: Vec<TlsCert>,
+    /// The session ticket key of this generation: drawn by the master when
+    /// the config is loaded, inherited by every worker at fork.
+    pub ticket_key: TicketKey,
+}
+
+/// A 32-byte session ticket key. Not part of what the file says: two
+/// configs compare equal whatever their keys, and it is never printed.
+#[derive(Clone)]
+pub struct TicketKey(pub [u8; 32]);
+
+impl TicketKey {
+    /// A fresh random key.
+    pub fn generate() -> TicketKey {
+        let mut k = [0u8; 32];
+        rand::fill(&mut k);
+        TicketKey(k)
+    }
+}
+
+impl PartialEq for TicketKey {
+    fn eq(&self, _: &TicketKey) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(..)")
+    }
 }
 
 /// One certificate of `tls.certs`.

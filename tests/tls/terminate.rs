@@ -238,3 +238,51 @@ fn status_and_metrics_show_each_certificates_expiry() {
     assert!(text.contains(&line), "{text}");
     assert!(text.contains("name=\"*.b.test\""), "{text}");
 }
+
+#[test]
+fn sessions_resume_on_whichever_worker_the_client_reaches() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let echo = Backend::echo();
+    let conf = with_tls(Conf::new(&dir, &[echo.addr()]).workers(4), &tls_line(&[&a]));
+    let _m = Master::start(&dir, &conf.write(&dir));
+    for versions in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[versions])
+        .expect("versions")
+        .with_root_certificates(std::sync::Arc::new(root_store(&ca.pem)))
+        .with_no_client_auth();
+        let cfg = std::sync::Arc::new(cfg);
+        // Each new connection lands on a worker picked by the kernel (one
+        // SO_REUSEPORT socket per worker): with per-worker keys most of
+        // them would fall back to a full handshake.
+        let mut s = client::connect(&cfg, conf.bind(), "a.test").expect("first");
+        s.write_all(b"x").expect("write");
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).expect("echo");
+        drop(s);
+        for i in 0..12 {
+            let mut s = client::connect(&cfg, conf.bind(), "a.test").expect("again");
+            s.write_all(b"x").expect("write");
+            s.read_exact(&mut one).expect("echo");
+            assert_eq!(
+                s.conn.handshake_kind(),
+                Some(rustls::HandshakeKind::Resumed),
+                "{versions:?}: connection {i} was not resumed"
+            );
+        }
+    }
+}
+
+fn root_store(ca: &std::path::Path) -> rustls::RootCertStore {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).expect("CA") {
+        roots.add(c.expect("pem")).expect("CA cert");
+    }
+    roots
+}

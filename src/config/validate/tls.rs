@@ -9,7 +9,7 @@
 
 use super::{Result, Validator};
 use crate::config::raw::{RawCert, RawListen};
-use crate::config::tls::{TlsCert, TlsListen};
+use crate::config::tls::{TicketKey, TlsCert, TlsListen};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -47,7 +47,10 @@ impl Validator<'_> {
         for (i, c) in certs.get_ref().iter().enumerate() {
             out.push(self.tls_cert(&format!("{key}[{i}]"), c)?);
         }
-        Ok(Some(Arc::new(TlsListen { certs: out })))
+        Ok(Some(Arc::new(TlsListen {
+            certs: out,
+            ticket_key: TicketKey::generate(),
+        })))
     }
 
     fn tls_cert(&self, p: &str, c: &Spanned<RawCert>) -> Result<TlsCert> {

@@ -9,6 +9,7 @@
 
 pub mod sni;
 pub mod stream;
+pub mod tickets;
 
 use super::buffer::{Pool, Ready};
 use super::session::{Counters, Io, Session, Step};

@@ -3,7 +3,8 @@
 //! TLS 1.2 and 1.3 with rustls's default cipher suites, ALPN `http/1.1` in
 //! `mode = "http"`, and [`SniResolver`], which picks the certificate by the
 //! client's SNI name — an exact DNS name of a certificate first, then a
-//! wildcard (`*.example.com` covers one label), else the first certificate.
+//! wildcard (`*.example.com` covers one label), else the first certificate;
+//! session tickets from `tickets.rs`, shared by the generation's workers.
 
 use crate::config::tls::TlsListen;
 use crate::config::{ListenConfig, Mode};
@@ -82,6 +83,10 @@ pub fn server_config(listen: &ListenConfig) -> Result<Option<Arc<ServerConfig>>,
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
+    // Tickets sealed under the generation's key: any worker resumes them.
+    if let Some(t) = super::tickets::SharedTicketer::new(&tls.ticket_key.0) {
+        config.ticketer = Arc::new(t);
+    }
     if listen.mode == Mode::Http {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
