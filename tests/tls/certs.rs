@@ -141,3 +141,70 @@ fn reload_serves_a_renewed_certificate_without_failing_a_handshake() {
         done.load(Ordering::Relaxed)
     );
 }
+
+/// Kills the child on drop (a failed assertion leaves no wrk behind).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_reload_under_wrk_load_with_zero_errors() {
+    if super::tool("wrk", &["--version"]).is_none() {
+        eprintln!("skipped: wrk is not installed");
+        return;
+    }
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let first = ca.leaf(dir.path(), "site", &["a.test"]);
+    let backend = HttpBackend::start("A");
+    let conf = with_tls(
+        Conf::new(&dir, &[backend.addr()]).listen(|l| l.http()),
+        &tls_line(&[&first]),
+    );
+    let path = conf.write(&dir);
+    let _m = Master::start(&dir, &path);
+    let bind = conf.bind();
+    let wrk = std::process::Command::new("wrk")
+        .args(["-t2", "-c16", "-d4s", "--timeout", "5s"])
+        .arg(format!("https://{bind}/w"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run wrk");
+    let mut guard = KillOnDrop(Some(wrk));
+    assert!(
+        wait_until(Duration::from_secs(10), || backend.requests() > 500),
+        "the load did not reach the backend"
+    );
+    let renewed = ca.leaf(dir.path(), "site", &["a.test"]);
+    Lbctl::new(&dir, &path).run("reload", &[]).assert_success();
+    let cfg = client::config(&ca.pem);
+    assert!(
+        wait_until(Duration::from_secs(10), || one_request(&cfg, bind)
+            == Some(renewed.der.clone())),
+        "the renewed certificate was never served"
+    );
+    let out = guard
+        .0
+        .take()
+        .expect("wrk child")
+        .wait_with_output()
+        .expect("wrk output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk: {text}");
+    assert!(
+        !text.contains("Socket errors"),
+        "wrk saw socket errors: {text}"
+    );
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw failed responses: {text}"
+    );
+}
