@@ -212,6 +212,7 @@ impl Session {
 
     /// [`Session::advance`] of a protocol over any client side (the socket,
     /// or a TLS session's plaintext). A TLS session inside TLS is not built.
+    #[inline]
     pub fn advance_over<C: ClientIo>(
         &mut self,
         mut io: Io<'_, C>,

@@ -176,3 +176,54 @@ fn now_unix() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{http_with, listen_with, rejected};
+
+    #[test]
+    fn a_tls_table_needs_a_non_empty_certs_list_of_cert_and_key() {
+        rejected(&listen_with("tls = {}"), "listen[0].tls.certs", 4);
+        rejected(
+            &listen_with("tls = { certs = [] }"),
+            "listen[0].tls.certs",
+            4,
+        );
+        rejected(
+            &listen_with("tls = { certs = [ { cert = \"a.pem\" } ] }"),
+            "listen[0].tls.certs[0].key",
+            4,
+        );
+    }
+
+    #[test]
+    fn unreadable_files_are_named_with_their_resolved_path() {
+        let shown = rejected(
+            &http_with("tls = { certs = [ { cert = \"nope.pem\", key = \"nope.key\" } ] }"),
+            "listen[0].tls.certs[0].cert",
+            5,
+        );
+        assert!(
+            shown.contains("cannot read '/etc/lbctl/nope.pem'"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn timeouts_header_needs_http_or_tls() {
+        rejected(
+            &listen_with("timeouts = { header = \"1s\" }"),
+            "listen[0].timeouts.header",
+            4,
+        );
+        // With tls the header timeout bounds the handshake: the certs are
+        // what is rejected here, not the timeout.
+        rejected(
+            &listen_with(
+                "timeouts = { header = \"1s\" }\ntls = { certs = [ { cert = \"x\", key = \"y\" } ] }",
+            ),
+            "listen[0].tls.certs[0].cert",
+            5,
+        );
+    }
+}

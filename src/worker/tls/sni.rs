@@ -92,3 +92,60 @@ pub fn server_config(listen: &ListenConfig) -> Result<Option<Arc<ServerConfig>>,
     }
     Ok(Some(Arc::new(config)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tls::{TicketKey, TlsCert};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn cert(names: &[&str]) -> TlsCert {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        let c = params.self_signed(&key).expect("cert");
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let provider = rustls::crypto::ring::default_provider();
+        let ck =
+            CertifiedKey::from_der(vec![CertificateDer::from(c.der().to_vec())], der, &provider)
+                .expect("certified");
+        TlsCert {
+            cert_path: names[0].into(),
+            key_path: names[0].into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            not_after: 0,
+            key: Arc::new(ck),
+        }
+    }
+
+    #[test]
+    fn sni_prefers_exact_names_then_wildcards_then_the_first_certificate() {
+        let tls = TlsListen {
+            certs: vec![
+                cert(&["a.test"]),
+                cert(&["*.b.test"]),
+                cert(&["x.b.test", "a.test"]),
+            ],
+            ticket_key: TicketKey::generate(),
+        };
+        let r = SniResolver::new(&tls).expect("resolver");
+        let is = |name: Option<&str>, i: usize| Arc::ptr_eq(r.pick(name), &tls.certs[i].key);
+        assert!(
+            is(Some("a.test"), 0),
+            "the first of two certificates with a name wins"
+        );
+        assert!(
+            is(Some("A.Test."), 0),
+            "case and a trailing dot do not matter"
+        );
+        assert!(is(Some("www.b.test"), 1));
+        assert!(is(Some("x.b.test"), 2), "an exact name beats a wildcard");
+        assert!(
+            is(Some("deep.www.b.test"), 0),
+            "a wildcard covers one label only"
+        );
+        assert!(is(Some("b.test"), 0));
+        assert!(is(None, 0));
+    }
+}
