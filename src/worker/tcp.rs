@@ -54,7 +54,8 @@ impl TcpRelay {
         self.flip = !self.flip;
         while budget > 0 {
             self.up.last = self.down.done();
-            self.down.last = self.up.done();
+            // TLS: the client's EOF is a close_notify, always sent.
+            self.down.last = self.up.done() && C::SPLICE;
             let (a, b) = if self.flip {
                 let a = self.up.transfer(
                     client,

@@ -286,3 +286,35 @@ fn root_store(ca: &std::path::Path) -> rustls::RootCertStore {
     }
     roots
 }
+
+#[test]
+fn the_last_bytes_before_a_close_reach_a_slow_reader_whole() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let a = ca.leaf(dir.path(), "a", &["a.test"]);
+    let len = 8 << 20;
+    let reply: String = (0..len).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let backend = Backend::fixed(&reply);
+    let conf = with_tls(Conf::new(&dir, &[backend.addr()]), &tls_line(&[&a]));
+    let _m = Master::start(&dir, &conf.write(&dir));
+    let cfg = client::config(&ca.pem);
+    let mut s = client::connect(&cfg, conf.bind(), "a.test").expect("tls");
+    // The client is done sending: both directions end once the server's
+    // reply is relayed, while records may still wait for the client's
+    // window (a slow reader: the socket buffers fill before it reads).
+    s.conn.send_close_notify();
+    s.flush().expect("close_notify");
+    assert!(wait_until(Duration::from_secs(10), || backend.accepted() == 1));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read after {} bytes: {e}", out.len()),
+        }
+    }
+    assert_eq!(out.len(), len, "reply truncated");
+    assert!(out == reply.as_bytes(), "reply differs");
+}

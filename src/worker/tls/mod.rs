@@ -31,6 +31,9 @@ pub struct TlsSession {
     wire: Wire,
     /// While handshaking: when the handshake times out.
     handshake_until: Option<Instant>,
+    /// The inner session finished; records (the last bytes, close_notify)
+    /// still wait for the client's window before the loop may close.
+    finished: bool,
 }
 
 impl TlsSession {
@@ -48,6 +51,7 @@ impl TlsSession {
             ready: Ready::default(),
             wire: Wire::default(),
             handshake_until: Some(now + listen.timeouts.header),
+            finished: false,
         })
     }
 
@@ -77,8 +81,16 @@ impl TlsSession {
             ready,
             wire,
             handshake_until,
+            finished,
         } = self;
-        flush(tls, client, client_ready, wire)?;
+        let drained = flush(tls, client, client_ready, wire)?;
+        if *finished {
+            return Ok(if drained {
+                Step::Finished(0, 0)
+            } else {
+                Step::Open(0, 0)
+            });
+        }
         if handshake_until.is_some() {
             pull(tls, client, client_ready, wire)?;
             flush(tls, client, client_ready, wire)?;
@@ -125,7 +137,14 @@ impl TlsSession {
                 break;
             }
         }
-        flush(tls, client, client_ready, wire)?;
+        let drained = flush(tls, client, client_ready, wire)?;
+        if let Ok(Step::Finished(up, down)) = step
+            && !drained
+        {
+            // Closing now would drop what rustls still holds.
+            *finished = true;
+            return Ok(Step::Open(up, down));
+        }
         step
     }
 
