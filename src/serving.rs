@@ -201,6 +201,7 @@ mod tests {
             local: Classes::default(),
             dataplane: String::new(),
             servers,
+            tls_certificates: Vec::new(),
         }
     }
 

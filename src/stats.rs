@@ -170,6 +170,24 @@ pub struct ListenRow {
     pub dataplane: String,
     /// Servers in config order (named pools' servers after the listen's own).
     pub servers: Vec<ServerRow>,
+    /// `tls.certs` in config order (none for a plain listen).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<CertRow>,
+}
+
+/// One certificate of a TLS listen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertRow {
+    /// Its first DNS name (else its file).
+    pub name: String,
+    /// Every DNS name SNI picks it by.
+    pub names: Vec<String>,
+    /// The certificate file.
+    pub cert: String,
+    /// notAfter, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Seconds until it expires (negative once expired).
+    pub expires_in_secs: i64,
 }
 
 /// The PROXY headers of a listen with `accept_proxy = true`.
@@ -458,6 +476,18 @@ impl Status {
             if l.dataplane != "splice" && !l.dataplane.is_empty() {
                 let _ = writeln!(out, "{}: dataplane: {}", l.name, l.dataplane);
             }
+            for c in &l.tls_certificates {
+                let _ = writeln!(
+                    out,
+                    "{}: certificate {} ({}) expires in {} days",
+                    l.name,
+                    c.name,
+                    c.cert,
+                    c.expires_in_secs.div_euclid(86_400)
+                );
+            }
+        }
+        for l in &self.listens {
             if l.limited > 0 {
                 let _ = writeln!(
                     out,
@@ -612,6 +642,7 @@ mod tests {
                     requests: 6,
                     responses: Classes::from_counts([0, 6, 0, 0, 0]),
                 }],
+                tls_certificates: Vec::new(),
             }],
         };
         let text = s.render();

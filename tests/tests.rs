@@ -59,6 +59,8 @@ mod reload;
 mod sockmap;
 // `status` text and JSON shape, counters, `connections --json`.
 mod status;
+// TLS termination: SNI, versions, offload, handshake timeout, certificates.
+mod tls;
 // `status --check`: keepalived's verdict and its exit codes.
 mod status_check;
 // kill -9 a worker (respawn) and the master (workers follow it).

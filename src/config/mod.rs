@@ -10,6 +10,7 @@ pub mod duration;
 pub mod host;
 pub mod raw;
 pub mod size;
+pub mod tls;
 pub mod validate;
 
 pub use dns::{DnsSlot, DnsSpec, Lookup, ResolverConfig};
@@ -127,6 +128,8 @@ pub struct ListenConfig {
     pub accept_proxy: Option<AcceptProxy>,
     /// `dataplane`: how a `mode = "tcp"` listen moves bytes. Default `auto`.
     pub dataplane: Dataplane,
+    /// `tls = { certs = [...] }`: TLS termination, `None` for plain TCP.
+    pub tls: Option<std::sync::Arc<tls::TlsListen>>,
 }
 
 /// `accept_proxy = true` and `timeouts.proxy`.

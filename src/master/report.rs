@@ -111,6 +111,7 @@ pub fn status(m: &Master, now: Instant) -> Status {
                     first.dataplane.load(Relaxed),
                 ),
                 servers: Vec::new(),
+                tls_certificates: crate::config::tls::cert_rows(l.tls.as_deref()),
             };
             row.responses = row.local;
             for s in &l.servers {

@@ -27,6 +27,7 @@ pub mod session;
 pub mod sockmap;
 pub mod tcp;
 pub mod timers;
+pub mod tls;
 pub mod tokens;
 pub mod view;
 
@@ -78,6 +79,8 @@ struct ListenRt {
     /// One balancer per pool (`pools[0]` is the listen's own servers).
     balancers: Vec<Box<dyn Balancer>>,
     queue: VecDeque<(usize, u64)>,
+    /// The rustls config of a listen with `tls` (built once, from memory).
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 struct Worker {
@@ -167,7 +170,9 @@ impl Worker {
             .listens
             .iter()
             .map(|l| {
+                let tls = tls::sni::server_config(l).map_err(io::Error::other)?;
                 let rt = ListenRt {
+                    tls,
                     base,
                     balancers: l
                         .pools
@@ -180,9 +185,9 @@ impl Worker {
                     queue: VecDeque::new(),
                 };
                 base += l.servers.len();
-                rt
+                Ok(rt)
             })
-            .collect();
+            .collect::<io::Result<Vec<_>>>()?;
         let servers = ctx.region.servers();
         let server_listen = ctx
             .config
@@ -449,6 +454,18 @@ impl Worker {
         let mode = self.config.listens[listen].mode;
         let mut conn = Conn::new(self.serial, listen, mode, stream, addr, self.now);
         conn.client_cell = client_cell;
+        if let Some(tls) = &self.listens[listen].tls {
+            match session::Session::for_listen(&self.config.listens[listen], Some(tls), self.now) {
+                Ok(s) => conn.session = s,
+                Err(_) => {
+                    self.free.push(idx);
+                    if let Some(b) = client_cell {
+                        crate::limits::release(&self.region, self.slot, listen, b);
+                    }
+                    return;
+                }
+            }
+        }
         let token = Token(CONN_BASE + idx);
         if let Some(s) =
             sockmap::plane::session_for(&self.sockmap, &self.config.listens[listen], token.0)

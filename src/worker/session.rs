@@ -15,26 +15,40 @@
 //! Dispatch is a `match` on an enum: no allocation per connection and no
 //! indirect call per event.
 
-use super::buffer::{Pool, Ready};
+use super::buffer::{Pool, Ready, Shutdown};
 use super::conn::Upstream;
 use super::http::{HttpSession, HttpStep};
 use super::sockmap::SockmapRelay;
 use super::tcp::TcpRelay;
+use super::tls::TlsSession;
 use crate::balance::ServerId;
 use crate::config::{ListenConfig, Mode};
 use crate::shm::{self, Region};
 use mio::net::TcpStream;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
+
+/// The client side a protocol reads and writes: the client's TCP socket
+/// itself, or a TLS session's plaintext over it ([`super::tls`]). Protocols
+/// are generic over it, so the plain path is compiled as before (no
+/// indirect call, no branch per read or write).
+pub trait ClientIo: Read + Write + Shutdown + AsFd {
+    /// Whether bytes may go by `splice(2)` straight from and to the socket
+    /// (false for TLS: the socket carries records, not the plaintext).
+    const SPLICE: bool = true;
+}
+
+impl ClientIo for TcpStream {}
 
 /// What the loop lends a session for one step: the client socket with its
 /// readiness, the server side, the listen's settings and the clock.
 #[derive(Debug)]
-pub struct Io<'a> {
-    /// The client socket.
-    pub client: &'a mut TcpStream,
+pub struct Io<'a, C = TcpStream> {
+    /// The client socket (or the TLS plaintext over it).
+    pub client: &'a mut C,
     /// The client socket's edge-triggered readiness.
     pub client_ready: &'a mut Ready,
     /// The client's address.
@@ -147,6 +161,9 @@ pub enum Session {
     Http(Box<HttpSession>),
     /// `mode = "tcp"` with `dataplane = "sockmap"`: the kernel relays.
     Sockmap(Box<SockmapRelay>),
+    /// `tls = { certs = [...] }`: the TLS layer over the client socket,
+    /// carrying a `Tcp` or `Http` session over its plaintext.
+    Tls(Box<TlsSession>),
 }
 
 impl Session {
@@ -158,8 +175,25 @@ impl Session {
         }
     }
 
+    /// The session of a new client of `listen` (TLS first when the listen
+    /// terminates TLS: `tls` is its rustls config, built by the worker).
+    pub fn for_listen(
+        listen: &ListenConfig,
+        tls: Option<&std::sync::Arc<rustls::ServerConfig>>,
+        now: Instant,
+    ) -> io::Result<Session> {
+        let inner = Session::new(listen.mode, now);
+        match tls {
+            None => Ok(inner),
+            Some(config) => Ok(Session::Tls(Box::new(TlsSession::new(
+                config, inner, listen, now,
+            )?))),
+        }
+    }
+
     /// True when the session needs a server as soon as the client is
-    /// accepted (TCP); an HTTP session first reads a request.
+    /// accepted (TCP); an HTTP session first reads a request (and a TLS
+    /// session first finishes its handshake).
     pub fn connects_at_accept(&self) -> bool {
         matches!(self, Session::Tcp(_) | Session::Sockmap(_))
     }
@@ -169,13 +203,31 @@ impl Session {
     /// else is affected.
     pub fn advance(
         &mut self,
-        mut io: Io<'_>,
+        io: Io<'_>,
         pool: &mut Pool,
         counters: &Counters,
     ) -> io::Result<Step> {
         match self {
-            Session::Tcp(t) => t.advance(io, pool),
+            Session::Tls(t) => t.advance(io, pool, counters),
             Session::Sockmap(k) => k.advance(io, pool),
+            _ => self.advance_over(io, pool, counters),
+        }
+    }
+
+    /// [`Session::advance`] of a protocol over any client side (the socket,
+    /// or a TLS session's plaintext). A TLS session inside TLS is not built.
+    #[inline]
+    pub fn advance_over<C: ClientIo>(
+        &mut self,
+        mut io: Io<'_, C>,
+        pool: &mut Pool,
+        counters: &Counters,
+    ) -> io::Result<Step> {
+        match self {
+            Session::Tls(_) => Err(io::Error::other("TLS inside TLS")),
+            Session::Tcp(t) => t.advance(io, pool),
+            // Validation refuses `dataplane = "sockmap"` with `tls`.
+            Session::Sockmap(_) => Err(io::Error::other("sockmap inside TLS")),
             Session::Http(h) => match h.advance(&mut io, pool, counters)? {
                 HttpStep::Loop(step) => Ok(step),
                 HttpStep::Pipe => {
@@ -189,7 +241,7 @@ impl Session {
                     *self = Session::Tcp(relay);
                     match self {
                         Session::Tcp(t) => t.advance(io, pool),
-                        Session::Http(_) | Session::Sockmap(_) => Ok(Step::Open(0, 0)),
+                        _ => Ok(Step::Open(0, 0)),
                     }
                 }
             },
@@ -200,6 +252,7 @@ impl Session {
     /// has its own (`hash_key` header or cookie); else the client address.
     pub fn balance_key(&self) -> Option<u64> {
         match self {
+            Session::Tls(t) => t.inner().balance_key(),
             Session::Tcp(_) | Session::Sockmap(_) => None,
             Session::Http(h) => h.balance_key(),
         }
@@ -209,6 +262,7 @@ impl Session {
     /// the listen's own servers, unless an HTTP route chose another).
     pub fn pool(&self) -> usize {
         match self {
+            Session::Tls(t) => t.inner().pool(),
             Session::Tcp(_) | Session::Sockmap(_) => 0,
             Session::Http(h) => h.pool(),
         }
@@ -220,6 +274,7 @@ impl Session {
     /// it twice).
     pub fn may_reuse(&self) -> bool {
         match self {
+            Session::Tls(t) => t.inner().may_reuse(),
             Session::Tcp(_) | Session::Sockmap(_) => false,
             Session::Http(h) => h.may_reuse(),
         }
@@ -229,6 +284,7 @@ impl Session {
     /// itself (HTTP 502/503) and goes on, false when the loop closes it.
     pub fn answer_no_server(&mut self, counters: &Counters) -> bool {
         match self {
+            Session::Tls(t) => t.answer_no_server(counters),
             Session::Tcp(_) | Session::Sockmap(_) => false,
             Session::Http(h) => h.answer_no_server(counters),
         }
@@ -237,6 +293,7 @@ impl Session {
     /// The session's own next deadline beside the loop's idle timeout.
     pub fn deadline(&self, listen: &ListenConfig) -> Option<Instant> {
         match self {
+            Session::Tls(t) => t.deadline(listen),
             Session::Tcp(_) => None,
             Session::Sockmap(k) => k.deadline(),
             Session::Http(h) => h.deadline(listen),
@@ -253,6 +310,20 @@ impl Session {
         now: Instant,
     ) -> bool {
         match self {
+            Session::Tls(t) => t.on_timeout(client, counters, now),
+            _ => self.on_timeout_over(client, counters, now),
+        }
+    }
+
+    /// [`Session::on_timeout`] over any client side.
+    pub fn on_timeout_over<C: ClientIo>(
+        &mut self,
+        client: &mut C,
+        counters: &Counters,
+        now: Instant,
+    ) -> bool {
+        match self {
+            Session::Tls(_) => true,
             Session::Tcp(_) => true,
             // Its timers check FINs and refresh counters: it goes on.
             Session::Sockmap(_) => false,
@@ -264,14 +335,17 @@ impl Session {
     /// next) response, an idle one after a short grace; TCP connections run
     /// to their end.
     pub fn on_drain(&mut self, now: Instant) {
-        if let Session::Http(h) = self {
-            h.on_drain(now);
+        match self {
+            Session::Http(h) => h.on_drain(now),
+            Session::Tls(t) => t.on_drain(now),
+            Session::Tcp(_) | Session::Sockmap(_) => {}
         }
     }
 
     /// Bytes moved so far (client → server, server → client).
     pub fn bytes(&self) -> (u64, u64) {
         match self {
+            Session::Tls(t) => t.inner().bytes(),
             Session::Tcp(t) => t.bytes(),
             Session::Sockmap(k) => k.bytes(),
             Session::Http(h) => h.bytes(),
@@ -281,6 +355,7 @@ impl Session {
     /// A word for `lbctl connections` while the connection is active.
     pub fn state_name(&self) -> &'static str {
         match self {
+            Session::Tls(t) => t.state_name(),
             Session::Tcp(t) => t.state_name(),
             Session::Sockmap(k) => k.state_name(),
             Session::Http(h) => h.state_name(),
@@ -290,6 +365,7 @@ impl Session {
     /// Gives buffers back (the connection is being dropped).
     pub fn release(&mut self, pool: &mut Pool) {
         match self {
+            Session::Tls(t) => t.release(pool),
             Session::Tcp(t) => t.release(pool),
             Session::Sockmap(k) => k.release(pool),
             Session::Http(h) => h.release(pool),
@@ -311,7 +387,7 @@ impl Session {
     ) -> Option<Instant> {
         match self {
             Session::Sockmap(k) => k.last_moved(client, upstream, now),
-            Session::Tcp(_) | Session::Http(_) => None,
+            Session::Tcp(_) | Session::Http(_) | Session::Tls(_) => None,
         }
     }
 }

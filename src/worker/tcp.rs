@@ -7,7 +7,7 @@
 
 use super::access::record::{Cause, RequestLog};
 use super::buffer::{Flow, Pipe, Pool};
-use super::session::{Io, Step, TURN_BUDGET};
+use super::session::{ClientIo, Io, Step, TURN_BUDGET};
 use std::io;
 
 /// The relay state of one TCP connection.
@@ -38,7 +38,12 @@ impl TcpRelay {
 
     /// Moves bytes both ways as far as readiness, buffers and the turn's
     /// budget allow. The direction that goes first alternates per turn.
-    pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
+    pub fn advance<C: ClientIo>(&mut self, io: Io<'_, C>, pool: &mut Pool) -> io::Result<Step> {
+        if !C::SPLICE {
+            // TLS plaintext: bulk directions stay on read/write.
+            self.up.no_splice = true;
+            self.down.no_splice = true;
+        }
         let Io {
             client,
             client_ready,
@@ -55,7 +60,8 @@ impl TcpRelay {
         self.flip = !self.flip;
         while budget > 0 {
             self.up.last = self.down.done();
-            self.down.last = self.up.done();
+            // TLS: the client's EOF is a close_notify, always sent.
+            self.down.last = self.up.done() && C::SPLICE;
             let (a, b) = if self.flip {
                 let a = self.up.transfer(
                     client,

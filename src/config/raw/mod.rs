@@ -8,9 +8,11 @@
 mod access_log;
 mod http;
 mod int_or_text;
+mod tls;
 
 pub use access_log::RawAccessLog;
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
+pub use tls::{RawCert, RawTls};
 
 use super::ConfigError;
 use serde::Deserialize;
@@ -126,6 +128,8 @@ pub struct RawListen {
     pub accept_proxy: Option<Spanned<bool>>,
     /// `dataplane = "auto" | "sockmap"`.
     pub dataplane: Option<Spanned<String>>,
+    /// `tls = { certs = [ { cert, key } ] }`: TLS termination.
+    pub tls: Option<Spanned<RawTls>>,
 }
 
 /// `rate = { conns, per }` as written.

@@ -19,7 +19,7 @@ impl Validator<'_> {
     pub(super) fn dataplane(&self, p: &str, l: &RawListen, mode: Mode) -> Result<Dataplane> {
         let Some(d) = &l.dataplane else {
             let forced = std::env::var(FORCE_ENV).is_ok_and(|v| v == "sockmap");
-            return Ok(if forced && mode == Mode::Tcp {
+            return Ok(if forced && mode == Mode::Tcp && l.tls.is_none() {
                 Dataplane::Sockmap
             } else {
                 Dataplane::Auto
@@ -28,6 +28,11 @@ impl Validator<'_> {
         let key = format!("{p}.dataplane");
         match d.get_ref().as_str() {
             "auto" => Ok(Dataplane::Auto),
+            "sockmap" if mode == Mode::Tcp && l.tls.is_some() => Err(self.invalid(
+                &key,
+                d,
+                "\"sockmap\" cannot be used with tls (the worker decrypts every byte)".to_string(),
+            )),
             "sockmap" if mode == Mode::Tcp => Ok(Dataplane::Sockmap),
             "sockmap" => Err(self.invalid(
                 &key,

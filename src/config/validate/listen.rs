@@ -210,6 +210,7 @@ impl Validator<'_> {
             access_log: self.access_log(&p, l)?,
             accept_proxy: self.accept_proxy(&p, l)?,
             dataplane: self.dataplane(&p, l, mode)?,
+            tls: self.tls(&p, l)?,
         })
     }
 
@@ -233,7 +234,11 @@ impl Validator<'_> {
         let empty = RawTimeouts::default();
         let t = l.timeouts.as_ref().map_or(&empty, Spanned::get_ref);
         for (name, value) in [("header", &t.header), ("server", &t.server)] {
-            if let Some(v) = value {
+            // With TLS, `header` also bounds the handshake, in either mode.
+            let tls_header = name == "header" && l.tls.is_some();
+            if let Some(v) = value
+                && !tls_header
+            {
                 self.http_only(&format!("{p}.timeouts.{name}"), v, mode)?;
             }
         }

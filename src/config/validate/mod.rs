@@ -66,6 +66,7 @@ mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 pub use admin::{MAX_TOKEN, MIN_TOKEN};
 pub use health::HEALTH_KINDS;

@@ -376,6 +376,26 @@ impl Snapshot {
             None,
             rows,
         )?;
+        let rows = ls
+            .iter()
+            .flat_map(|l| {
+                l.tls_certificates.iter().map(|c| {
+                    let labels: Labels = vec![
+                        ("listen", l.name.clone()),
+                        ("name", c.name.clone()),
+                        ("cert", c.cert.clone()),
+                    ];
+                    (labels, c.not_after)
+                })
+            })
+            .collect();
+        gauges(
+            enc,
+            "tls_certificate_expiry",
+            "When each TLS certificate of a listen expires (notAfter, Unix time)",
+            Some(Unit::Seconds),
+            rows,
+        )?;
         let rows = ls.iter().map(|l| (key(&l.name), l.requests)).collect();
         counters(
             enc,

@@ -62,6 +62,7 @@ fn snapshot() -> Status {
                 requests: 6,
                 responses: Classes::from_counts([0, 6, 0, 0, 0]),
             }],
+            tls_certificates: Vec::new(),
         }],
     }
 }

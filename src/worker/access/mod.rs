@@ -346,7 +346,14 @@ impl Worker {
         } else {
             Cause::ClientClosed
         });
-        match &mut conn.session {
+        // A TLS session logs what it carries (bytes of the plaintext).
+        let session = match &mut conn.session {
+            Session::Tls(t) => t.inner_mut(),
+            s => s,
+        };
+        match session {
+            // Not built: a TLS session never carries another.
+            Session::Tls(_) => {}
             Session::Http(h) => {
                 let bytes = h.bytes();
                 let r = h.log_mut();

@@ -67,6 +67,8 @@ pub struct Pipe {
     pub shut: bool,
     /// Bytes moved so far.
     pub bytes: u64,
+    /// Never splice (one side is TLS: its socket carries records).
+    pub no_splice: bool,
     /// The other direction is finished: EOF here ends the connection, whose
     /// close sends the FIN, so the shutdown(2) call is skipped.
     pub last: bool,
@@ -155,7 +157,7 @@ impl Pipe {
             }
             Ok(n) => {
                 self.end += n;
-                if n == BUF_SIZE {
+                if n == BUF_SIZE && !self.no_splice {
                     self.bulk = true;
                 }
                 if src_ready.urgent {

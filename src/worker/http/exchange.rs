@@ -5,6 +5,7 @@
 //! exchange (the server connection detached, reusable or not); and what a
 //! server failure leads to (a retry, a 502, or the end of the connection).
 
+use super::super::session::ClientIo;
 use super::half::head_room;
 use super::{
     BodyKind, BodyTracker, Counters, Failure, HttpSession, Io, Pool, RETRY_KEEP, Response, Run,
@@ -15,9 +16,9 @@ use std::io;
 impl HttpSession {
     /// One round of the request/response exchange. `Ok(None)` when nothing
     /// more can happen until readiness changes.
-    pub(super) fn exchange(
+    pub(super) fn exchange<C: ClientIo>(
         &mut self,
-        io: &mut Io<'_>,
+        io: &mut Io<'_, C>,
         cap: usize,
         pool: &mut Pool,
         counters: &Counters,

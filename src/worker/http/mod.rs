@@ -23,12 +23,11 @@ mod route;
 
 use super::access::record::{Cause, RequestLog};
 use super::buffer::Pool;
-use super::session::{Counters, Io, Step};
+use super::session::{ClientIo, Counters, Io, Step};
 use crate::config::ListenConfig;
 use crate::http::{self, BodyKind, BodyTracker, Version};
 use half::{Half, head_room};
-use mio::net::TcpStream;
-use std::io::{self, Write};
+use std::io;
 use std::time::{Duration, Instant};
 
 /// Bytes of a request kept for resending on a retry; larger requests are
@@ -230,9 +229,9 @@ impl HttpSession {
     /// response yet) when nothing else was sent, best effort.
     /// Returns true when the connection is to be closed now, false when it
     /// goes on (an idle client of a draining worker is shut and lingers).
-    pub fn on_timeout(
+    pub fn on_timeout<C: ClientIo>(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut C,
         counters: &Counters,
         now: Instant,
     ) -> bool {
@@ -241,7 +240,7 @@ impl HttpSession {
             && self.requests > 0
             && self.drain_at.is_some_and(|d| d <= now)
         {
-            let _ = client.shutdown(std::net::Shutdown::Write);
+            let _ = client.shutdown_write();
             self.state = State::Lingering {
                 until: now + LINGER,
             };
@@ -303,9 +302,9 @@ impl HttpSession {
     }
 
     /// Moves the session on (buffers come from and go back to `pool`).
-    pub fn advance(
+    pub fn advance<C: ClientIo>(
         &mut self,
-        io: &mut Io<'_>,
+        io: &mut Io<'_, C>,
         pool: &mut Pool,
         counters: &Counters,
     ) -> io::Result<HttpStep> {
@@ -337,7 +336,12 @@ impl HttpSession {
         }
     }
 
-    fn run(&mut self, io: &mut Io<'_>, pool: &mut Pool, counters: &Counters) -> io::Result<Run> {
+    fn run<C: ClientIo>(
+        &mut self,
+        io: &mut Io<'_, C>,
+        pool: &mut Pool,
+        counters: &Counters,
+    ) -> io::Result<Run> {
         let cap = io.listen.http.limits.header_bytes + BODY_ROOM;
         let limits = limits_of(io.listen);
         loop {
@@ -427,7 +431,7 @@ impl HttpSession {
                     if !self.down.flushed() {
                         return Ok(Run::Open);
                     }
-                    let _ = io.client.shutdown(std::net::Shutdown::Write);
+                    let _ = io.client.shutdown_write();
                     self.state = State::Lingering {
                         until: io.now + LINGER,
                     };
@@ -480,10 +484,10 @@ pub(super) enum Failure {
 
 /// What a parsed request head starts: writes its rewrite to `out` and
 /// returns its exchange, balancing key and route (server pool).
-fn start_request(
+fn start_request<C: ClientIo>(
     head: &http::RequestHead<'_>,
     out: &mut Vec<u8>,
-    io: &Io<'_>,
+    io: &Io<'_, C>,
     draining: bool,
 ) -> (Exchange, Option<u64>, usize) {
     let http_conf = &io.listen.http;
@@ -491,7 +495,11 @@ fn start_request(
     let route = route::pool_for(&io.listen.routes, head);
     let fwd = http::Forwarding {
         client_ip: io.client_addr.ip(),
-        proto: "http",
+        proto: if io.listen.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         xff: http_conf.forwarded.xff,
         xfp: http_conf.forwarded.xfp,
         forwarded: http_conf.forwarded.rfc7239,

@@ -90,9 +90,16 @@ pub fn session_for(
     token: usize,
 ) -> Option<Session> {
     match plane {
-        Some(p) if listen.dataplane == Dataplane::Sockmap && listen.mode == Mode::Tcp => Some(
-            Session::Sockmap(Box::new(SockmapRelay::new(p.clone(), token))),
-        ),
+        Some(p)
+            if listen.dataplane == Dataplane::Sockmap
+                && listen.mode == Mode::Tcp
+                && listen.tls.is_none() =>
+        {
+            Some(Session::Sockmap(Box::new(SockmapRelay::new(
+                p.clone(),
+                token,
+            ))))
+        }
         _ => None,
     }
 }
