@@ -92,6 +92,7 @@ mod tests {
                 pool: None,
                 send_proxy: None,
                 dns: None,
+                tls: None,
             })
             .collect()
     }

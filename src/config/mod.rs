@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod duration;
 pub mod host;
+pub mod origin;
 pub mod raw;
 pub mod size;
 pub mod tls;
@@ -441,6 +442,9 @@ pub struct ServerConfig {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
     /// Set when the server is a slot of a `resolve` entry (see [`DnsSlot`]).
     pub dns: Option<DnsSlot>,
+    /// `tls = { verify, ca, sni }` (its own, else its pool's): connections
+    /// and health checks to the server go over TLS. `None`: plain TCP.
+    pub tls: Option<std::sync::Arc<origin::OriginTls>>,
 }
 
 impl ServerConfig {

@@ -217,6 +217,15 @@ impl Conn {
         }
     }
 
+    /// [`Conn::check_connect`], or the TLS handshake to the server once
+    /// the TCP connect is done (`worker/origin`).
+    pub fn check_connect_or_handshake(&mut self) -> ConnectState {
+        if super::origin::handshaking(&self.upstream) {
+            return super::origin::handshake(&mut self.upstream, &mut self.phase);
+        }
+        self.check_connect()
+    }
+
     /// True once the client closed its side (or the socket failed).
     pub fn client_closed(&self) -> bool {
         self.client_ready.read_closed
@@ -230,6 +239,7 @@ impl Conn {
         pool: &mut Pool,
         counters: &Counters,
     ) -> io::Result<Step> {
+        super::origin::flush_pending(&mut self.upstream)?;
         let io = Io {
             client: &mut self.client,
             client_ready: &mut self.client_ready,

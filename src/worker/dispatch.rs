@@ -151,7 +151,10 @@ impl Worker {
             };
             let deadline = self.now + listen.timeouts.connect;
             cell.active.fetch_add(1, Relaxed);
-            match conn.start_connect(id, addr, deadline, &mut self.tokens, Holder::Conn(idx)) {
+            let started = conn
+                .start_connect(id, addr, deadline, &mut self.tokens, Holder::Conn(idx))
+                .and_then(|s| super::origin::attach(s, listen.servers[id].tls.as_deref(), addr));
+            match started {
                 Ok(server) => {
                     cell.total.fetch_add(1, Relaxed);
                     let token = server.token();

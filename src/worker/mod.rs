@@ -21,6 +21,7 @@ mod dispatch;
 mod expiry;
 pub mod http;
 pub mod idle;
+pub mod origin;
 mod proxy_accept;
 mod proxy_send;
 pub mod session;
@@ -558,14 +559,18 @@ impl Worker {
                         return self.dispatch_and_follow(idx, serial);
                     }
                 },
-                Phase::Connecting { .. } => match conn.check_connect() {
+                Phase::Connecting { deadline } => match conn.check_connect_or_handshake() {
                     ConnectState::Pending => return,
+                    ConnectState::Connected if origin::tls_done(&conn.upstream) => continue,
                     ConnectState::Connected => {
                         // `send_proxy`: the header goes first, before any
-                        // byte of the client.
+                        // byte of the client (and before a TLS handshake).
                         if self.send_proxy_header(idx).is_err() {
                             self.connect_failed(idx);
                             return;
+                        }
+                        if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                            origin::begin(&mut c.upstream, &mut c.phase, deadline);
                         }
                         continue;
                     }

@@ -50,9 +50,14 @@ impl TcpRelay {
             upstream,
             ..
         } = io;
-        let Some(server) = upstream.server.as_deref_mut() else {
+        let Some(server) = upstream.server.as_mut() else {
             return Ok(Step::Open(0, 0));
         };
+        if server.is_tls() {
+            // TLS to the server: its socket carries records, not bytes.
+            self.up.no_splice = true;
+            self.down.no_splice = true;
+        }
         let server_ready = &mut upstream.ready;
         let up_before = self.up.bytes;
         let down_before = self.down.bytes;

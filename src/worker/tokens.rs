@@ -83,6 +83,7 @@ impl ServerTokens {
             stream,
             slot,
             freed: self.freed.clone(),
+            tls: None,
         }
     }
 
@@ -124,12 +125,20 @@ pub struct ServerConn {
     stream: TcpStream,
     slot: usize,
     freed: Freed,
+    /// `tls` on the server: its TLS state (`worker/origin`), kept while
+    /// the connection is pooled.
+    pub tls: Option<Box<super::origin::Origin>>,
 }
 
 impl ServerConn {
     /// Its slot.
     pub fn slot(&self) -> usize {
         self.slot
+    }
+
+    /// The socket and the TLS state, borrowed apart.
+    pub fn parts(&mut self) -> (&mut TcpStream, Option<&mut super::origin::Origin>) {
+        (&mut self.stream, self.tls.as_deref_mut())
     }
 
     /// Its poll token, the same for its whole life.

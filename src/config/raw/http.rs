@@ -86,6 +86,8 @@ pub struct RawBackend {
     pub servers: Option<Spanned<Vec<Spanned<RawServer>>>>,
     /// `health = {...}`: merged over the listen's.
     pub health: Option<Spanned<RawHealth>>,
+    /// `tls = { verify, ca, sni }`: the default of its servers.
+    pub tls: Option<Spanned<super::RawOriginTls>>,
 }
 
 /// One `[[listen.route]]` as written.

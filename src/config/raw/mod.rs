@@ -8,10 +8,12 @@
 mod access_log;
 mod http;
 mod int_or_text;
+mod origin;
 mod tls;
 
 pub use access_log::RawAccessLog;
 pub use http::{RawBackend, RawConnPool, RawLimits, RawPool, RawRoute, RawSize};
+pub use origin::RawOriginTls;
 pub use tls::{RawCert, RawTls};
 
 use super::ConfigError;
@@ -193,6 +195,8 @@ pub struct RawServer {
     pub resolve: Option<Spanned<String>>,
     /// `max = 8`: slots reserved for the addresses of a `resolve` entry.
     pub max: Option<Spanned<i64>>,
+    /// `tls = { verify, ca, sni }`: connect to the server over TLS.
+    pub tls: Option<Spanned<RawOriginTls>>,
 }
 
 /// `health = {...}` as written, every kind's keys in one flat table.

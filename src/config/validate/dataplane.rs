@@ -15,11 +15,18 @@ pub const DATAPLANES: &[&str] = &["auto", "sockmap"];
 /// The environment variable that forces `sockmap` (tests).
 pub const FORCE_ENV: &str = "LBCTL_FORCE_DATAPLANE";
 
+/// True when one of the listen's own servers has `tls` (origination).
+fn servers_tls(l: &RawListen) -> bool {
+    l.servers
+        .as_ref()
+        .is_some_and(|s| s.get_ref().iter().any(|s| s.get_ref().tls.is_some()))
+}
+
 impl Validator<'_> {
     pub(super) fn dataplane(&self, p: &str, l: &RawListen, mode: Mode) -> Result<Dataplane> {
         let Some(d) = &l.dataplane else {
             let forced = std::env::var(FORCE_ENV).is_ok_and(|v| v == "sockmap");
-            return Ok(if forced && mode == Mode::Tcp && l.tls.is_none() {
+            return Ok(if forced && mode == Mode::Tcp && l.tls.is_none() && !servers_tls(l) {
                 Dataplane::Sockmap
             } else {
                 Dataplane::Auto
@@ -32,6 +39,12 @@ impl Validator<'_> {
                 &key,
                 d,
                 "\"sockmap\" cannot be used with tls (the worker decrypts every byte)".to_string(),
+            )),
+            "sockmap" if mode == Mode::Tcp && servers_tls(l) => Err(self.invalid(
+                &key,
+                d,
+                "\"sockmap\" cannot be used with servers' tls (the worker encrypts every byte)"
+                    .to_string(),
             )),
             "sockmap" if mode == Mode::Tcp => Ok(Dataplane::Sockmap),
             "sockmap" => Err(self.invalid(

@@ -59,6 +59,7 @@ mod http;
 mod listen;
 mod located;
 mod master;
+mod origin;
 mod pools;
 mod proxy;
 mod resolve;

@@ -53,6 +53,7 @@ impl Validator<'_> {
                     raw_health: listen_raw_health,
                     health: listen_health,
                     pool: None,
+                    tls: None,
                 };
                 self.server_list(&key, s, &inherit, binds, &mut flat)?;
             }
@@ -79,10 +80,12 @@ impl Validator<'_> {
                 Some(s) => return Err(self.invalid(&key, s, format!("empty, {SERVERS_EXPECTED}"))),
                 None => return Err(self.invalid(&key, b, format!("missing, {SERVERS_EXPECTED}"))),
             };
+            let pool_tls = self.origin_tls(&bp, br.tls.as_ref())?;
             let inherit = Inherit {
                 raw_health: &raw_health,
                 health: health.as_ref(),
                 pool: Some(&name),
+                tls: pool_tls.as_ref(),
             };
             let start = flat.servers.len();
             self.server_list(&key, raw, &inherit, binds, &mut flat)?;

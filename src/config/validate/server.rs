@@ -26,6 +26,8 @@ pub(super) struct Inherit<'r> {
     pub health: Option<&'r HealthConfig>,
     /// The named pool of the list; `None` for the listen's own servers.
     pub pool: Option<&'r str>,
+    /// The pool's `tls` (a server's own replaces it).
+    pub tls: Option<&'r std::sync::Arc<crate::config::origin::OriginTls>>,
 }
 
 /// A listen's servers so far, flattened over its lists, with the key path of
@@ -147,6 +149,12 @@ impl Validator<'_> {
             health,
             pool: inherit.pool.map(str::to_string),
             send_proxy: self.send_proxy(sp, s)?,
+            tls: self.server_tls(
+                sp,
+                s.tls.as_ref(),
+                inherit.tls,
+                s.addr.as_ref().map(|a| a.get_ref().as_str()),
+            )?,
             dns: dns.map(|(spec, _)| crate::config::DnsSlot {
                 spec: std::sync::Arc::new(spec),
                 nth: 0,

@@ -26,7 +26,7 @@ impl HttpSession {
         let Some(ex) = self.ex.as_mut() else {
             return Ok(Some(Run::Finished));
         };
-        let Some(server) = io.upstream.server.as_deref_mut() else {
+        let Some(server) = io.upstream.server.as_mut() else {
             return Ok(Some(Run::Loop(Step::Dispatch)));
         };
         let server_ready = &mut io.upstream.ready;

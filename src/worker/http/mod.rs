@@ -417,7 +417,7 @@ impl HttpSession {
                 State::Tunnel => {
                     self.up.clear_all();
                     self.down.clear_all();
-                    if let Some(server) = io.upstream.server.as_deref_mut() {
+                    if let Some(server) = io.upstream.server.as_mut() {
                         self.up.write_to(server, &mut io.upstream.ready, None)?;
                     }
                     self.down.write_to(io.client, io.client_ready, None)?;

@@ -10,7 +10,8 @@
 use crate::worker::buffer::{Ready, Shutdown};
 use crate::worker::session::ClientIo;
 use mio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::ConnectionCommon;
+use rustls::server::ServerConnectionData;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -25,15 +26,16 @@ pub struct Wire {
     pub shut_pending: bool,
 }
 
-/// Plaintext over the client socket, for one step of the protocol.
-#[derive(Debug)]
-pub struct TlsClient<'a> {
+/// Plaintext over the client socket, for one step of the protocol. (Also
+/// the server side of an originated TLS connection, `D` being rustls's
+/// client data: `worker/origin`.)
+pub struct TlsClient<'a, D = ServerConnectionData> {
     /// The client's socket.
     pub tcp: &'a mut TcpStream,
     /// Its edge-triggered readiness.
     pub ready: &'a mut Ready,
     /// The TLS state.
-    pub tls: &'a mut ServerConnection,
+    pub tls: &'a mut ConnectionCommon<D>,
     /// EOF and shutdown bookkeeping.
     pub wire: &'a mut Wire,
 }
@@ -41,8 +43,8 @@ pub struct TlsClient<'a> {
 /// Writes queued TLS records to the socket until done or it would block;
 /// true when nothing is left queued. A queued close_notify is followed by
 /// `shutdown(SHUT_WR)` once written.
-pub fn flush(
-    tls: &mut ServerConnection,
+pub fn flush<D>(
+    tls: &mut ConnectionCommon<D>,
     tcp: &mut TcpStream,
     ready: &mut Ready,
     wire: &mut Wire,
@@ -72,8 +74,8 @@ pub fn flush(
 /// Reads records while the socket has bytes and rustls wants them (the
 /// handshake), processing each batch. A TLS error queues its alert, which
 /// is flushed best effort, and is returned.
-pub fn pull(
-    tls: &mut ServerConnection,
+pub fn pull<D>(
+    tls: &mut ConnectionCommon<D>,
     tcp: &mut TcpStream,
     ready: &mut Ready,
     wire: &mut Wire,
@@ -85,8 +87,8 @@ pub fn pull(
 }
 
 /// One `read_tls` and its processing; true when bytes came in.
-fn read_some(
-    tls: &mut ServerConnection,
+fn read_some<D>(
+    tls: &mut ConnectionCommon<D>,
     tcp: &mut TcpStream,
     ready: &mut Ready,
     wire: &mut Wire,
@@ -112,7 +114,16 @@ fn read_some(
     }
 }
 
-impl Read for TlsClient<'_> {
+impl<D> std::fmt::Debug for TlsClient<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("tcp", &self.tcp)
+            .field("wire", &self.wire)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> Read for TlsClient<'_, D> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -153,7 +164,7 @@ impl Read for TlsClient<'_> {
     }
 }
 
-impl Write for TlsClient<'_> {
+impl<D> Write for TlsClient<'_, D> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -196,7 +207,7 @@ impl Write for TlsClient<'_> {
     }
 }
 
-impl Shutdown for TlsClient<'_> {
+impl<D> Shutdown for TlsClient<'_, D> {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.tls.send_close_notify();
         self.wire.shut_pending = true;
@@ -204,13 +215,13 @@ impl Shutdown for TlsClient<'_> {
     }
 }
 
-impl AsFd for TlsClient<'_> {
+impl<D> AsFd for TlsClient<'_, D> {
     /// The socket's fd; never spliced ([`ClientIo::SPLICE`] is false).
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.tcp.as_fd()
     }
 }
 
-impl ClientIo for TlsClient<'_> {
+impl<D> ClientIo for TlsClient<'_, D> {
     const SPLICE: bool = false;
 }
