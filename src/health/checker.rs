@@ -36,6 +36,9 @@ pub struct Target {
     /// connection that carries no client (v1 `UNKNOWN`, v2 `LOCAL`), as
     /// HAProxy's own checks do, so a server that requires one accepts it.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// `tls`: every probe does the TLS handshake after the connect (and
+    /// the PROXY header), then its kind's request over TLS.
+    pub tls: Option<std::sync::Arc<crate::config::origin::OriginTls>>,
 }
 
 /// The result of one finished probe.
@@ -78,6 +81,11 @@ struct Flight {
     written: usize,
     /// Reply bytes read so far (bounded).
     reply: Vec<u8>,
+    /// `tls`: the probe's TLS state, and how many bytes of the request
+    /// (the PROXY header) go before the handshake.
+    tls: Option<(Box<super::tls::ProbeTls>, usize)>,
+    /// The handshake is done (or there is none).
+    handshaken: bool,
 }
 
 /// Runs the probes of one generation's servers inside the master's mio loop.
@@ -277,6 +285,23 @@ impl Probe {
             self.next_start = later(now, interval);
             return;
         }
+        let tls = match &self.target.tls {
+            Some(t) => match super::tls::ProbeTls::new(t, self.target.addr) {
+                Ok(p) => {
+                    let raw = self.target.send_proxy.map_or(0, |v| {
+                        crate::proxy_protocol::encode_local(v).as_bytes().len()
+                    });
+                    Some((Box::new(p), raw))
+                }
+                Err(e) => {
+                    let _ = registry.deregister(&mut stream);
+                    self.next_start = later(now, interval);
+                    self.report(Err(format!("tls: {e}")), out);
+                    return;
+                }
+            },
+            None => None,
+        };
         self.flight = Some(Flight {
             stream,
             started: now,
@@ -284,6 +309,8 @@ impl Probe {
             connected: false,
             written: 0,
             reply: Vec::new(),
+            handshaken: tls.is_none(),
+            tls,
         });
     }
 
@@ -353,39 +380,88 @@ fn advance(flight: &mut Flight, kind: &HealthKind, request: &[u8]) -> Option<Ver
         }
         // A `tcp` probe is done once connected (with a PROXY header to
         // write, once that is written).
-        if matches!(kind, HealthKind::Tcp) && request.is_empty() {
+        if matches!(kind, HealthKind::Tcp) && request.is_empty() && flight.tls.is_none() {
             return Some(Ok(()));
         }
     }
+    if let Some((tls, raw)) = flight.tls.as_mut() {
+        let raw = *raw;
+        if !flight.handshaken {
+            // The PROXY header goes first, in the clear.
+            while flight.written < raw {
+                match flight.stream.write(&request[flight.written..raw]) {
+                    Ok(0) => return Some(Err("connection closed".to_string())),
+                    Ok(n) => flight.written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Some(Err(io_detail("write", &e))),
+                }
+            }
+            match tls.handshake(&mut flight.stream) {
+                super::tls::Handshake::Pending => return None,
+                super::tls::Handshake::Failed(why) => return Some(Err(why)),
+                super::tls::Handshake::Done => flight.handshaken = true,
+            }
+            if matches!(kind, HealthKind::Tcp) {
+                return Some(Ok(()));
+            }
+        }
+        let mut ready = crate::worker::buffer::Ready::default();
+        let mut plain = tls.plain(&mut flight.stream, &mut ready);
+        return converse(
+            &mut plain,
+            &mut flight.written,
+            &mut flight.reply,
+            kind,
+            request,
+        );
+    }
+    converse(
+        &mut flight.stream,
+        &mut flight.written,
+        &mut flight.reply,
+        kind,
+        request,
+    )
+}
 
-    while flight.written < request.len() {
-        match flight.stream.write(&request[flight.written..]) {
+/// Writes the rest of the request and reads the reply as far as `s` allows
+/// (the socket, or a TLS probe's plaintext); `Some` once decided.
+fn converse<S: Read + Write>(
+    s: &mut S,
+    written: &mut usize,
+    reply: &mut Vec<u8>,
+    kind: &HealthKind,
+    request: &[u8],
+) -> Option<Verdict> {
+    while *written < request.len() {
+        match s.write(&request[*written..]) {
             Ok(0) => return Some(Err("connection closed".to_string())),
-            Ok(n) => flight.written += n,
+            Ok(n) => *written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Some(Err(io_detail("write", &e))),
         }
     }
-    let written_all = flight.written >= request.len();
+    let written_all = *written >= request.len();
 
     let limit = read_limit(kind);
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(verdict) = judge_partial(kind, &flight.reply) {
+        if let Some(verdict) = judge_partial(kind, reply) {
             // A failure is final at once; a success only once the request is out.
             if verdict.is_err() || written_all {
                 return Some(verdict);
             }
         }
-        let room = limit.saturating_sub(flight.reply.len()).min(chunk.len());
+        let room = limit.saturating_sub(reply.len()).min(chunk.len());
         if room == 0 {
             // Read all we will ever read; wait for the request to finish if it has not.
-            return written_all.then(|| judge_final(kind, &flight.reply));
+            return written_all.then(|| judge_final(kind, reply));
         }
-        match flight.stream.read(&mut chunk[..room]) {
-            Ok(0) => return Some(judge_final(kind, &flight.reply)),
-            Ok(n) => flight.reply.extend_from_slice(&chunk[..n]),
+        match s.read(&mut chunk[..room]) {
+            Ok(0) => return Some(judge_final(kind, reply)),
+            Ok(n) => reply.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Some(Err(io_detail("read", &e))),

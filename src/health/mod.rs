@@ -12,11 +12,13 @@
 //!
 //! The parts, each pure except the last: `state` (the rise/fall counters),
 //! `probe` (what each probe kind sends and how its reply is judged; a new
-//! kind is added there) and `checker` (the sockets, deadlines and schedule).
+//! kind is added there), `checker` (the sockets, deadlines and schedule) and
+//! `tls` (the handshake and plaintext of a probe to a server with `tls`).
 
 mod checker;
 mod probe;
 mod state;
+mod tls;
 
 pub use checker::{Checker, Report, Target};
 pub use probe::{MAX_RESPONSE, human_duration};

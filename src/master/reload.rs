@@ -125,6 +125,7 @@ pub fn new_generation(
                 addr: s.addr,
                 config: h.clone(),
                 send_proxy: s.send_proxy,
+                tls: s.tls.clone(),
             });
         }
         notes.push(ServerNote {

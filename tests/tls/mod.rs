@@ -4,12 +4,17 @@
 //! offload, a stalled handshake closed by the timeout while another client
 //! is served (terminate.rs); bad certificates refused by `check` and by
 //! `reload`, a renewed certificate picked up by `reload` (certs.rs).
+//! Origination to servers over TLS: https and re-encrypted tcp, SNI, a
+//! wrong CA failed over, health checks with the handshake (originate.rs,
+//! against tls_backend.rs).
 //! Certificates are made at test time (pki.rs), never committed.
 
 mod certs;
 mod client;
+mod originate;
 mod pki;
 mod terminate;
+mod tls_backend;
 
 use crate::util::Conf;
 use std::process::{Command, Output, Stdio};

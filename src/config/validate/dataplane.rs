@@ -26,11 +26,13 @@ impl Validator<'_> {
     pub(super) fn dataplane(&self, p: &str, l: &RawListen, mode: Mode) -> Result<Dataplane> {
         let Some(d) = &l.dataplane else {
             let forced = std::env::var(FORCE_ENV).is_ok_and(|v| v == "sockmap");
-            return Ok(if forced && mode == Mode::Tcp && l.tls.is_none() && !servers_tls(l) {
-                Dataplane::Sockmap
-            } else {
-                Dataplane::Auto
-            });
+            return Ok(
+                if forced && mode == Mode::Tcp && l.tls.is_none() && !servers_tls(l) {
+                    Dataplane::Sockmap
+                } else {
+                    Dataplane::Auto
+                },
+            );
         };
         let key = format!("{p}.dataplane");
         match d.get_ref().as_str() {

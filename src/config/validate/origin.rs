@@ -141,7 +141,10 @@ mod tests {
             "listen[0].servers[0].tls.ca",
             3,
         );
-        assert!(shown.contains("cannot read '/etc/lbctl/nope.pem'"), "{shown}");
+        assert!(
+            shown.contains("cannot read '/etc/lbctl/nope.pem'"),
+            "{shown}"
+        );
         rejected(
             &listen_with("").replace(
                 "addr = \"127.0.0.1:6001\" }",

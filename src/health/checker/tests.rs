@@ -30,6 +30,7 @@ fn target(addr: SocketAddr, config: HealthConfig) -> Target {
         addr,
         config,
         send_proxy: None,
+        tls: None,
     }
 }
 

@@ -145,7 +145,10 @@ impl ServerConn {
     /// The plaintext view of an encrypted connection for one call. Its
     /// readiness is always set: a read or write that would block says so,
     /// and the caller's edge-triggered flags follow from that.
-    fn plain<R>(&mut self, f: impl FnOnce(&mut TlsClient<'_, rustls::client::ClientConnectionData>) -> R) -> Option<R> {
+    fn plain<R>(
+        &mut self,
+        f: impl FnOnce(&mut TlsClient<'_, rustls::client::ClientConnectionData>) -> R,
+    ) -> Option<R> {
         let (tcp, o) = self.parts();
         let o = o?;
         let mut ready = Ready {
