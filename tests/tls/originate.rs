@@ -194,3 +194,41 @@ fn health_checks_do_the_handshake_and_mark_a_wrong_certificate_down() {
         );
     }
 }
+
+#[test]
+fn check_and_reload_refuse_a_bad_ca_and_the_old_config_keeps_serving() {
+    let dir = TempDir::new();
+    let ca = Ca::new(dir.path());
+    let backend = TlsBackend::start("B", &ca.leaf(dir.path(), "b", &["b.test"]));
+    let conf_with = |key: &str| {
+        let server = ServerConf::new(backend.addr()).key(key);
+        Conf::new(&dir, &[]).listen(|l| l.http().servers(vec![server]))
+    };
+    let good = conf_with(&tls_key(&ca.pem, "b.test"));
+    let path = good.write(&dir);
+    let _m = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    assert_eq!(try_get(good.bind(), "/").expect("get").text(), "B");
+    // Not PEM, missing, and verify without ca: each refused by check and
+    // by reload, naming the key and line.
+    let junk = dir.join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").expect("write");
+    for (key, words) in [
+        (tls_key(&junk, "b.test"), "holds no CERTIFICATE"),
+        (tls_key(&dir.join("nowhere.pem"), "b.test"), "cannot read"),
+        ("tls = { verify = true }".to_string(), "needs ca"),
+    ] {
+        conf_with(&key).write_to(&path);
+        lbctl
+            .run("check", &[])
+            .assert_code(1)
+            .assert_contains("listen[0].servers[0].tls.ca")
+            .assert_contains(words)
+            .assert_contains("line");
+        lbctl
+            .run("reload", &[])
+            .assert_code(1)
+            .assert_contains("listen[0].servers[0].tls.ca");
+        assert_eq!(try_get(good.bind(), "/").expect("get").text(), "B");
+    }
+}
