@@ -4,11 +4,12 @@
 //! that keep a front-end and its server agreeing on where a request ends
 //! (request smuggling: CL + TE, conflicting CL, non-chunked TE, obs-fold).
 
-use super::fields::{self, Coding, Field, Fields};
+use super::fields::{self, Coding, Field, Fields, SpareFields};
 use super::{BodyKind, HeadError, Limits, Version};
 
 /// A parsed request head, borrowed from the bytes it was parsed from (no
-/// copy of any field: one allocation per head, for the field list).
+/// copy of any field; the field list is the one allocation, reused from the
+/// previous head with [`parse_request_in`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead<'a> {
     /// The method as sent (methods are case-sensitive: `GET`, not `get`).
@@ -72,6 +73,22 @@ pub fn parse_request<'a>(
     buf: &'a [u8],
     limits: &Limits,
 ) -> Result<Option<RequestHead<'a>>, HeadError> {
+    parse_request_in(buf, limits, &mut SpareFields::new())
+}
+
+/// [`parse_request`] filling the allocation of `spare` with the fields (a session
+/// hands back the list of its previous head: no allocation per head). The
+/// list is taken from `spare` only once the head is complete.
+pub fn parse_request_in<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    spare: &mut SpareFields,
+) -> Result<Option<RequestHead<'a>>, HeadError> {
+    if buf.is_empty() {
+        // Nothing to parse yet (the session looks before every read): skip
+        // the parser's setup.
+        return Ok(None);
+    }
     let window = buf.get(..limits.header_bytes).unwrap_or(buf);
     let mut slots = fields::HeaderSlots::new();
     let slots = slots.get(limits.headers);
@@ -105,7 +122,8 @@ pub fn parse_request<'a>(
     if fields::has_obs_fold(window.get(..head_len).unwrap_or(window)) {
         return Err(bad("obsolete line folding"));
     }
-    let headers: Vec<Field<'a>> = req.headers.iter().map(|h| (h.name, h.value)).collect();
+    let mut headers: Vec<Field<'a>> = std::mem::take(spare).take();
+    headers.extend(req.headers.iter().map(|h| (h.name, h.value)));
     let body = body_kind(&headers, version)?;
     let host = host(&headers, version)?;
     let close = fields::has_token(&headers, "connection", b"close");

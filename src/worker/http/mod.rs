@@ -309,12 +309,13 @@ impl HttpSession {
             match self.state {
                 State::Head => {
                     let (input, out) = self.up.input_and_out();
-                    match http::parse_request(input, &limits) {
+                    match http::parse_request_in(input, &limits, pool.fields()) {
                         Ok(Some(head)) => {
                             head_room(out, pool);
                             out.clear();
                             let (ex, key, route) = start_request(&head, out, io, self.draining);
                             let head_len = head.head_len;
+                            pool.give_fields(head.headers);
                             self.begin(ex, key, route, pool);
                             self.up.consume(head_len);
                             return Ok(Run::Loop(Step::Dispatch));
