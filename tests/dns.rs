@@ -134,7 +134,11 @@ fn write_conf_admin(
     admin: Option<SocketAddr>,
 ) -> PathBuf {
     let placeholder: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-    let mut conf = Conf::new(dir, &[placeholder]).listen(|l| l.balance(balance));
+    // One worker: the weighted split is exact only within one worker's
+    // balancer (with two, SO_REUSEPORT splits the connections at random).
+    let mut conf = Conf::new(dir, &[placeholder])
+        .workers(1)
+        .listen(|l| l.balance(balance));
     if let Some(a) = admin {
         conf = conf.admin(a, None);
     }

@@ -43,6 +43,40 @@ pub type Field<'a> = (&'a str, &'a [u8]);
 /// A head's fields, in order.
 pub(crate) type Fields<'a> = [Field<'a>];
 
+/// An empty field list whose allocation outlived the head it was filled
+/// for: handed to the next parse ([`crate::http::parse_request_in`],
+/// [`crate::http::parse_response_in`]) so a kept-alive session parses
+/// every head without allocating.
+#[derive(Debug, Default)]
+pub struct SpareFields(Vec<Field<'static>>);
+
+impl SpareFields {
+    /// No allocation yet.
+    pub fn new() -> SpareFields {
+        SpareFields(Vec::new())
+    }
+
+    /// Keeps the allocation of a head's field list (its fields are dropped).
+    pub fn keep(fields: Vec<Field<'_>>) -> SpareFields {
+        SpareFields(relabel(fields))
+    }
+
+    /// The empty list, ready for fields borrowed from new bytes.
+    pub(crate) fn take<'a>(self) -> Vec<Field<'a>> {
+        relabel(self.0)
+    }
+}
+
+/// An emptied list with another lifetime, in the same allocation: nothing
+/// survives the `filter_map`, and collecting an iterator of a `Vec` into a
+/// `Vec` of the same layout reuses its buffer (std's in-place collect).
+// `filter` cannot change the element type (its lifetime), which is the point.
+#[allow(clippy::unnecessary_filter_map)]
+fn relabel<'b>(mut v: Vec<Field<'_>>) -> Vec<Field<'b>> {
+    v.clear();
+    v.into_iter().filter_map(|_| None).collect()
+}
+
 /// What `Transfer-Encoding` says about the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Coding {
@@ -190,6 +224,19 @@ pub(crate) fn target_len(head: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_spare_field_list_keeps_its_allocation_across_lifetimes() {
+        let bytes = b"value".to_vec();
+        let mut v: Vec<Field<'_>> = Vec::with_capacity(16);
+        v.push(("name", &bytes[..]));
+        let at = v.as_ptr() as usize;
+        let spare = SpareFields::keep(v);
+        drop(bytes);
+        let again: Vec<Field<'_>> = spare.take();
+        assert!(again.is_empty() && again.capacity() >= 16);
+        assert_eq!(again.as_ptr() as usize, at, "no new allocation");
+    }
 
     fn fields<'a>(list: &[(&'a str, &'a str)]) -> Vec<Field<'a>> {
         list.iter().map(|&(n, v)| (n, v.as_bytes())).collect()

@@ -28,9 +28,9 @@ mod rewrite;
 pub use body::BodyTracker;
 pub use chunked::{ChunkError, ChunkedScanner, Scan};
 pub use errors::{error_response, reason_phrase};
-pub use fields::Field;
-pub use request::{RequestHead, parse_request};
-pub use response::{ResponseHead, parse_response};
+pub use fields::{Field, SpareFields};
+pub use request::{RequestHead, parse_request, parse_request_in};
+pub use response::{ResponseHead, parse_response, parse_response_in};
 pub use rewrite::{Forwarding, write_request, write_response};
 
 use std::fmt;

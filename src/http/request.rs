@@ -4,11 +4,12 @@
 //! that keep a front-end and its server agreeing on where a request ends
 //! (request smuggling: CL + TE, conflicting CL, non-chunked TE, obs-fold).
 
-use super::fields::{self, Coding, Field, Fields};
+use super::fields::{self, Coding, Field, Fields, SpareFields};
 use super::{BodyKind, HeadError, Limits, Version};
 
 /// A parsed request head, borrowed from the bytes it was parsed from (no
-/// copy of any field: one allocation per head, for the field list).
+/// copy of any field; the field list is the one allocation, reused from the
+/// previous head with [`parse_request_in`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead<'a> {
     /// The method as sent (methods are case-sensitive: `GET`, not `get`).
@@ -72,6 +73,22 @@ pub fn parse_request<'a>(
     buf: &'a [u8],
     limits: &Limits,
 ) -> Result<Option<RequestHead<'a>>, HeadError> {
+    parse_request_in(buf, limits, &mut SpareFields::new())
+}
+
+/// [`parse_request`] filling the allocation of `spare` with the fields (a session
+/// hands back the list of its previous head: no allocation per head). The
+/// list is taken from `spare` only once the head is complete.
+pub fn parse_request_in<'a>(
+    buf: &'a [u8],
+    limits: &Limits,
+    spare: &mut SpareFields,
+) -> Result<Option<RequestHead<'a>>, HeadError> {
+    if buf.is_empty() {
+        // Nothing to parse yet (the session looks before every read): skip
+        // the parser's setup.
+        return Ok(None);
+    }
     let window = buf.get(..limits.header_bytes).unwrap_or(buf);
     let mut slots = fields::HeaderSlots::new();
     let slots = slots.get(limits.headers);
@@ -102,10 +119,12 @@ pub fn parse_request<'a>(
         1 => Version::Http11,
         _ => return Err(bad("unsupported HTTP version")),
     };
-    if fields::has_obs_fold(window.get(..head_len).unwrap_or(window)) {
-        return Err(bad("obsolete line folding"));
-    }
-    let headers: Vec<Field<'a>> = req.headers.iter().map(|h| (h.name, h.value)).collect();
+    // No obs-fold check here: httparse (default config, multi-line fields
+    // not allowed) refuses a folded line as an invalid field name, so a
+    // complete head has none; `parse_error` names the fold (the test
+    // `httparse_refuses_every_folded_line` keeps that true).
+    let mut headers: Vec<Field<'a>> = std::mem::take(spare).take();
+    headers.extend(req.headers.iter().map(|h| (h.name, h.value)));
     let body = body_kind(&headers, version)?;
     let host = host(&headers, version)?;
     let close = fields::has_token(&headers, "connection", b"close");
@@ -346,6 +365,35 @@ mod tests {
         let mut huge = b"GET /".to_vec();
         huge.resize(20 * 1024, b'a');
         assert_eq!(status(&huge), 414);
+    }
+
+    #[test]
+    fn httparse_refuses_every_folded_line() {
+        // parse_request / parse_response rely on this instead of scanning
+        // every complete head for a fold.
+        for fold in [&b" two"[..], b"\ttwo", b" ", b"\t", b" \t x: y"] {
+            for at in [0, 1, 2] {
+                let mut lines: Vec<&[u8]> = vec![b"Host: h", b"X-A: one", b"X-B: b"];
+                lines.insert(at, fold);
+                let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+                let mut resp = b"HTTP/1.1 200 OK\r\n".to_vec();
+                for l in &lines {
+                    for r in [&mut raw, &mut resp] {
+                        r.extend_from_slice(l);
+                        r.extend_from_slice(b"\r\n");
+                    }
+                }
+                raw.extend_from_slice(b"\r\n");
+                resp.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+                let mut h = [httparse::EMPTY_HEADER; 8];
+                let req = httparse::Request::new(&mut h).parse(&raw);
+                assert!(req.is_err(), "{:?}", String::from_utf8_lossy(&raw));
+                let mut h = [httparse::EMPTY_HEADER; 8];
+                let res = httparse::Response::new(&mut h).parse(&resp);
+                assert!(res.is_err(), "{:?}", String::from_utf8_lossy(&resp));
+                assert_eq!(status(&raw), 400);
+            }
+        }
     }
 
     #[test]

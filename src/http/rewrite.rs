@@ -47,18 +47,33 @@ struct Listed<'h, 'a> {
     all: &'h Fields<'a>,
     first: Option<&'a [u8]>,
     several: bool,
+    /// Some element is not a fixed hop-by-hop name (those go anyway).
+    names_others: bool,
 }
 
 impl<'h, 'a> Listed<'h, 'a> {
     fn of(all: &'h Fields<'a>) -> Self {
-        let mut values = fields::values(all, "connection");
-        let first = values.next();
-        let several = values.next().is_some();
-        Listed {
+        let mut listed = Listed {
             all,
-            first,
-            several,
+            first: None,
+            several: false,
+            names_others: false,
+        };
+        for &(name, value) in all {
+            if !name.eq_ignore_ascii_case("connection") {
+                continue;
+            }
+            match listed.first {
+                None => listed.first = Some(value),
+                Some(_) => listed.several = true,
+            }
+            listed.names_others |= fields::elements(value).any(|e| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| e.eq_ignore_ascii_case(h.as_bytes()))
+            });
         }
+        listed
     }
 
     /// Whether a `Connection` field lists `name` (ASCII case-insensitive).
@@ -75,14 +90,22 @@ impl<'h, 'a> Listed<'h, 'a> {
 
 /// Whether a field must not be forwarded: a fixed hop-by-hop field or one
 /// named in `Connection` — except framing fields and `Host`.
+///
+/// Called for every field of every head: a `Connection` field that names
+/// only fixed hop-by-hop fields (the usual `keep-alive`) is not scanned again
+/// for each of them.
 fn is_hop_by_hop(name: &str, connection: &Listed<'_, '_>) -> bool {
-    if ["content-length", "transfer-encoding", "host"]
-        .iter()
-        .any(|f| name.eq_ignore_ascii_case(f))
+    if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        return true;
+    }
+    if !connection.names_others
+        || ["content-length", "transfer-encoding", "host"]
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f))
     {
         return false;
     }
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h)) || connection.lists(name)
+    connection.lists(name)
 }
 
 fn field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -490,6 +513,32 @@ mod tests {
             push_status(&mut out, status);
             assert_eq!(out, format!("{status:03}").as_bytes());
         }
+    }
+
+    #[test]
+    fn every_hop_by_hop_name_in_any_case_and_every_listed_name_is_dropped() {
+        let none: Vec<fields::Field<'_>> = Vec::new();
+        let listed = Listed::of(&none);
+        for h in HOP_BY_HOP {
+            assert!(is_hop_by_hop(h, &listed), "{h}");
+            assert!(is_hop_by_hop(&h.to_ascii_uppercase(), &listed), "{h}");
+        }
+        for name in ["host", "content-length", "x-te", "trailers", "connections"] {
+            assert!(!is_hop_by_hop(name, &listed), "{name}");
+        }
+        let conn: Vec<fields::Field<'_>> = vec![("Connection", &b"X-A, Host, Content-Length"[..])];
+        let listed = Listed::of(&conn);
+        assert!(is_hop_by_hop("x-a", &listed));
+        let conn: Vec<fields::Field<'_>> = vec![
+            ("Connection", &b"keep-alive"[..]),
+            ("connection", &b"Upgrade, close"[..]),
+        ];
+        let listed = Listed::of(&conn);
+        assert!(listed.names_others && is_hop_by_hop("Close", &listed));
+        let conn: Vec<fields::Field<'_>> = vec![("Connection", &b"Keep-Alive, te"[..])];
+        let listed = Listed::of(&conn);
+        assert!(!listed.names_others && !is_hop_by_hop("x-a", &listed));
+        assert!(!is_hop_by_hop("host", &listed) && !is_hop_by_hop("Content-Length", &listed));
     }
 
     #[test]

@@ -76,6 +76,9 @@ impl TcpRelay {
                     pool,
                     &mut budget,
                 )?;
+                if self.up.eof {
+                    self.first_eof.get_or_insert(true);
+                }
                 let b = self.down.transfer(
                     server,
                     server_ready,
@@ -84,6 +87,9 @@ impl TcpRelay {
                     pool,
                     &mut budget,
                 )?;
+                if self.down.eof {
+                    self.first_eof.get_or_insert(false);
+                }
                 (a, b)
             } else {
                 let b = self.down.transfer(
@@ -94,6 +100,9 @@ impl TcpRelay {
                     pool,
                     &mut budget,
                 )?;
+                if self.down.eof {
+                    self.first_eof.get_or_insert(false);
+                }
                 let a = self.up.transfer(
                     client,
                     client_ready,
@@ -102,14 +111,14 @@ impl TcpRelay {
                     pool,
                     &mut budget,
                 )?;
+                if self.up.eof {
+                    self.first_eof.get_or_insert(true);
+                }
                 (a, b)
             };
             if a == Flow::Idle && b == Flow::Idle {
                 break;
             }
-        }
-        if self.first_eof.is_none() && (self.up.eof || self.down.eof) {
-            self.first_eof = Some(self.up.eof);
         }
         let moved_up = self.up.bytes - up_before;
         let moved_down = self.down.bytes - down_before;

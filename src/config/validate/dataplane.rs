@@ -98,4 +98,16 @@ mod tests {
         );
         assert!(msg.contains("tcp"), "{msg}");
     }
+
+    #[test]
+    fn sockmap_is_refused_with_tls_on_the_same_listen() {
+        let msg = rejected(
+            &listen_with(
+                "dataplane = \"sockmap\"\ntls = { certs = [ { cert = \"a.pem\", key = \"a.key\" } ] }",
+            ),
+            "listen[0].dataplane",
+            4,
+        );
+        assert!(msg.contains("tls"), "{msg}");
+    }
 }

@@ -4,6 +4,7 @@
 //! hold no buffer memory and the steady state allocates nothing.
 
 use super::{BUF_SIZE, Block};
+use crate::http::SpareFields;
 use std::io;
 use std::os::fd::OwnedFd;
 
@@ -16,6 +17,9 @@ pub struct Pool {
     bytes: Vec<Vec<u8>>,
     /// HTTP head buffers (empty, capacity kept).
     heads: Vec<Vec<u8>>,
+    /// The field list of the last parsed HTTP head (one head is parsed at
+    /// a time per worker), handed to the next parse.
+    fields: SpareFields,
 }
 
 /// Bytes asked of a splice pipe (F_SETPIPE_SZ; the kernel may hold fewer:
@@ -79,6 +83,17 @@ impl Pool {
             v.clear();
             self.heads.push(v);
         }
+    }
+
+    /// The spare field list for parsing an HTTP head (taken by a head
+    /// that completes, given back with [`Pool::give_fields`]).
+    pub fn fields(&mut self) -> &mut SpareFields {
+        &mut self.fields
+    }
+
+    /// Gives back a parsed head's field list (its allocation is kept).
+    pub fn give_fields(&mut self, fields: Vec<crate::http::Field<'_>>) {
+        self.fields = SpareFields::keep(fields);
     }
 
     pub(super) fn take_pipe(&mut self) -> io::Result<(OwnedFd, OwnedFd)> {

@@ -83,7 +83,7 @@ impl HttpSession {
             }
             if ex.resp.is_none() {
                 let (input, out) = self.down.input_and_out();
-                match http::parse_response(input, &limits, ex.head_method) {
+                match http::parse_response_in(input, &limits, ex.head_method, pool.fields()) {
                     Ok(Some(head)) => {
                         ex.answered = true;
                         ex.client_started = true;
@@ -93,6 +93,7 @@ impl HttpSession {
                         self.log.status = status;
                         if status == 101 && ex.upgrade {
                             http::write_response(&head, out, true, ex.version);
+                            pool.give_fields(head.headers);
                             self.down.consume(raw_len);
                             counters.response_of(io.upstream.server_id, status);
                             self.state = State::Tunnel;
@@ -100,6 +101,7 @@ impl HttpSession {
                         }
                         if head.is_interim() {
                             http::write_response(&head, out, true, ex.version);
+                            pool.give_fields(head.headers);
                             self.down.consume(raw_len);
                             continue;
                         }
@@ -107,6 +109,7 @@ impl HttpSession {
                         ex.keep_alive = ex.keep_alive && !until_close && !self.draining;
                         http::write_response(&head, out, ex.keep_alive, ex.version);
                         let (body, keep_alive) = (head.body, head.keep_alive);
+                        pool.give_fields(head.headers);
                         self.down.consume(raw_len);
                         counters.response_of(io.upstream.server_id, status);
                         let done = matches!(body, BodyKind::None | BodyKind::Length(0));

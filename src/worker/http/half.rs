@@ -5,13 +5,18 @@
 //! parsed in place from the front of the buffer; bodies are streamed, never
 //! held whole: the buffer's fixed capacity is the back-pressure bound (a side
 //! is not read while it is full). Writes send the head and the cleared body
-//! bytes together with one `writev`. Both buffers come from the worker's
+//! bytes together: one `send` when a small body is copied behind its head,
+//! else one `writev`. Both buffers come from the worker's
 //! [`Pool`] and go back to it while the direction holds nothing (between
 //! keep-alive requests), so an idle client holds no buffer memory and a
 //! request allocates none.
 
 use crate::worker::buffer::{Pool, Ready};
 use std::io::{self, IoSlice, Read, Write};
+
+/// Cleared body bytes up to this size are copied behind a pending head so
+/// both go out in one plain `send` (see [`Half::write_to`]).
+const COALESCE_MAX: usize = 1024;
 
 /// One direction: source bytes, the cleared part, and a head to send first.
 #[derive(Debug, Default)]
@@ -162,7 +167,9 @@ impl Half {
         }
     }
 
-    /// Writes the head and the cleared bytes to `dst` (one `writev`); the
+    /// Writes the head and the cleared bytes to `dst` (one `send` when the
+    /// cleared bytes are few and were copied behind the head, else one
+    /// `writev`); the
     /// bytes written, 0 when `dst` would block. Each byte written is also
     /// appended to `copy` when given (a retry's copy of the request).
     pub fn write_to<W: Write>(
@@ -174,6 +181,7 @@ impl Half {
         if self.flushed() || !ready.write {
             return Ok(0);
         }
+        self.coalesce();
         let head = self.out.get(self.out_pos..).unwrap_or(&[]);
         let body = self
             .buf
@@ -224,6 +232,25 @@ impl Half {
                 Ok(0)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// A small body already read with its head (a typical response) is
+    /// moved behind the head in `out`, so the two go out with one plain
+    /// `send` rather than a `writev`: the kernel's vectored path (iovec
+    /// import, file-position lock) costs more than copying a few bytes.
+    fn coalesce(&mut self) {
+        if self.pass == 0 || self.pass > COALESCE_MAX || self.out_pos >= self.out.len() {
+            return;
+        }
+        if let Some(body) = self.buf.get(self.start..self.start + self.pass) {
+            self.out.extend_from_slice(body);
+            self.start += self.pass;
+            self.pass = 0;
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            }
         }
     }
 

@@ -349,7 +349,7 @@ impl HttpSession {
                 State::Head => {
                     let bytes = (self.up.bytes, self.down.bytes);
                     let (input, out) = self.up.input_and_out();
-                    match http::parse_request(input, &limits) {
+                    match http::parse_request_in(input, &limits, pool.fields()) {
                         Ok(Some(head)) => {
                             head_room(out, pool);
                             out.clear();
@@ -362,6 +362,7 @@ impl HttpSession {
                                 bytes,
                             );
                             let head_len = head.head_len;
+                            pool.give_fields(head.headers);
                             self.begin(ex, key, route, pool);
                             self.up.consume(head_len);
                             return Ok(Run::Loop(Step::Dispatch));

@@ -74,6 +74,9 @@ struct Kernel {
     /// Bytes both ways at the last look, and when they last changed.
     seen: u64,
     moved_at: Instant,
+    /// The side whose FIN was forwarded first (true: the client's), for
+    /// the access log.
+    first_fin: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -245,6 +248,7 @@ impl SockmapRelay {
             reported: (0, 0),
             seen: 0,
             moved_at: now,
+            first_fin: None,
         })
     }
 
@@ -257,10 +261,10 @@ impl SockmapRelay {
     }
 
     /// Which side closed first, for the access log: in the kernel stage the
-    /// first FIN forwarded tells (only the server's: the server closed).
+    /// side whose FIN was forwarded first.
     pub fn ended_by(&self) -> Cause {
         match &self.stage {
-            Stage::Kernel(k) if k.down.shut && !k.up.shut => Cause::ServerClosed,
+            Stage::Kernel(k) if k.first_fin == Some(false) => Cause::ServerClosed,
             Stage::Kernel(_) => Cause::ClientClosed,
             _ => self.user.ended_by(),
         }
@@ -349,7 +353,13 @@ impl Kernel {
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
         let mut waiting = false;
         waiting |= forward_fin(&mut self.up, a, server)?;
+        if self.up.shut {
+            self.first_fin.get_or_insert(true);
+        }
         waiting |= forward_fin(&mut self.down, b, client)?;
+        if self.down.shut {
+            self.first_fin.get_or_insert(false);
+        }
         self.measure(a, b, now);
         let up = self.up.moved.saturating_sub(self.reported.0);
         let down = self.down.moved.saturating_sub(self.reported.1);
