@@ -239,7 +239,7 @@ impl Checker {
             probe.paused = addr.is_none();
             if let Some(a) = addr {
                 probe.target.addr = a;
-                probe.request = request_bytes(&probe.target.config.kind, a);
+                probe.request = probe_request(&probe.target);
                 probe.state = HealthState::new_up();
                 probe.next_start = now;
             }
