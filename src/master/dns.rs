@@ -16,15 +16,11 @@ use crate::shm::{
     self, ADMIN_ENABLED, HEALTH_UP, MEMBER_ACTIVE, MEMBER_DRAINING, MEMBER_EMPTY, Region,
 };
 use crate::stats::DnsRow;
-use mio::{Token, Waker};
+use mio::Waker;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant, SystemTime};
-
-/// The token the resolver thread wakes the master's loop with (100-103:
-/// control, upgrade, handover, admin listener).
-pub const WAKE: Token = Token(104);
 
 /// A drained slot is emptied (and may take another address) only after it
 /// drained this long with no connection left, so a worker that picked it
@@ -126,7 +122,7 @@ impl Master {
             return;
         }
         if self.dns.resolver.is_none() {
-            let waker = match Waker::new(self.poll.registry(), WAKE) {
+            let waker = match Waker::new(self.poll.registry(), super::tokens::DNS_WAKE) {
                 Ok(w) => Arc::new(w),
                 Err(e) => return log(&format!("dns: cannot make the resolver's waker: {e}")),
             };

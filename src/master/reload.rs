@@ -14,11 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-/// Tokens of generation `n`'s health probes start here.
-pub fn health_token_base(n: u64) -> usize {
-    (1usize << 48) + ((n % 65_536) as usize) * (1 << 24)
-}
-
 /// Every server of `config` with its listen, numbered by global server index
 /// (the order of the server cells in a generation's shared region).
 pub fn servers(config: &Config) -> impl Iterator<Item = (usize, &ListenConfig, &ServerConfig)> {
@@ -142,7 +137,7 @@ pub fn new_generation(
     let checker = if targets.is_empty() {
         None
     } else {
-        let mut c = Checker::new(targets, health_token_base(number), now);
+        let mut c = Checker::new(targets, super::tokens::health_base(number), now);
         // A DNS slot is probed only while it holds an address.
         for (g, _, s) in servers(&config) {
             if s.dns.is_some() {
