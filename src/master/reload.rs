@@ -56,20 +56,17 @@ pub fn undo_binds(listeners: &mut Listeners, made: &[(SocketAddr, usize)]) {
 /// down, nor resets the rise/fall counting. Admin state and weights are not
 /// carried: a reload resets them to the file.
 pub fn inherit_health(old: &Generation, new: &mut Generation) {
+    // DNS slots are left out on both sides: a new one starts empty and is
+    // filled from the last good answer; an old one's state is its resolved
+    // address's, not its placeholder `addr`'s.
     let index = |g: &Generation| -> Vec<(String, std::net::SocketAddr, usize)> {
         servers(&g.config)
+            .filter(|(_, _, s)| s.dns.is_none())
             .map(|(i, l, s)| (l.name.clone(), s.addr, i))
             .collect()
     };
     let old_index = index(old);
     for (listen, addr, i) in index(new) {
-        // DNS slots start empty and are filled from the last good answer.
-        if servers(&new.config)
-            .nth(i)
-            .is_some_and(|(_, _, s)| s.dns.is_some())
-        {
-            continue;
-        }
         let Some(&(_, _, j)) = old_index
             .iter()
             .find(|(l, a, _)| *l == listen && *a == addr)
