@@ -239,7 +239,7 @@ impl Checker {
             probe.paused = addr.is_none();
             if let Some(a) = addr {
                 probe.target.addr = a;
-                probe.request = request_bytes(&probe.target.config.kind, a);
+                probe.request = probe_request(&probe.target);
                 probe.state = HealthState::new_up();
                 probe.next_start = now;
             }
@@ -388,14 +388,10 @@ fn advance(flight: &mut Flight, kind: &HealthKind, request: &[u8]) -> Option<Ver
         let raw = *raw;
         if !flight.handshaken {
             // The PROXY header goes first, in the clear.
-            while flight.written < raw {
-                match flight.stream.write(&request[flight.written..raw]) {
-                    Ok(0) => return Some(Err("connection closed".to_string())),
-                    Ok(n) => flight.written += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Some(Err(io_detail("write", &e))),
-                }
+            match write_some(&mut flight.stream, &request[..raw], &mut flight.written) {
+                Err(why) => return Some(Err(why)),
+                Ok(false) => return None,
+                Ok(true) => {}
             }
             match tls.handshake(&mut flight.stream) {
                 super::tls::Handshake::Pending => return None,
@@ -425,6 +421,21 @@ fn advance(flight: &mut Flight, kind: &HealthKind, request: &[u8]) -> Option<Ver
     )
 }
 
+/// Writes `bytes[*written..]` to `s` until done (`Ok(true)`) or the socket
+/// would block (`Ok(false)`); `Err` in words when the write failed.
+fn write_some<S: Write>(s: &mut S, bytes: &[u8], written: &mut usize) -> Result<bool, String> {
+    while *written < bytes.len() {
+        match s.write(&bytes[*written..]) {
+            Ok(0) => return Err("connection closed".to_string()),
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_detail("write", &e)),
+        }
+    }
+    Ok(true)
+}
+
 /// Writes the rest of the request and reads the reply as far as `s` allows
 /// (the socket, or a TLS probe's plaintext); `Some` once decided.
 fn converse<S: Read + Write>(
@@ -434,16 +445,10 @@ fn converse<S: Read + Write>(
     kind: &HealthKind,
     request: &[u8],
 ) -> Option<Verdict> {
-    while *written < request.len() {
-        match s.write(&request[*written..]) {
-            Ok(0) => return Some(Err("connection closed".to_string())),
-            Ok(n) => *written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Some(Err(io_detail("write", &e))),
-        }
-    }
-    let written_all = *written >= request.len();
+    let written_all = match write_some(s, request, written) {
+        Ok(all) => all,
+        Err(why) => return Some(Err(why)),
+    };
 
     let limit = read_limit(kind);
     let mut chunk = [0u8; 4096];

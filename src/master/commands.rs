@@ -24,7 +24,7 @@ impl Master {
                         drop(stream);
                         continue;
                     }
-                    let token = Token(CLIENT_BASE + self.next_client % CLIENT_SPAN);
+                    let token = tokens::nth(&tokens::CLIENTS, self.next_client);
                     self.next_client += 1;
                     let peer = peer_of(&stream);
                     let mut conn = LineConn::new(stream, MAX_LINE);

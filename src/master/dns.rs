@@ -8,6 +8,7 @@
 //! while it keeps failing, and once when it recovers). The entries' state is
 //! what `status` and `/metrics` show.
 
+use super::ratelog::RateLog;
 use super::{Master, log};
 use crate::config::{Config, Lookup};
 use crate::resolve::slots::{Change, SlotState, assign};
@@ -16,15 +17,11 @@ use crate::shm::{
     self, ADMIN_ENABLED, HEALTH_UP, MEMBER_ACTIVE, MEMBER_DRAINING, MEMBER_EMPTY, Region,
 };
 use crate::stats::DnsRow;
-use mio::{Token, Waker};
+use mio::Waker;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::time::{Duration, Instant, SystemTime};
-
-/// The token the resolver thread wakes the master's loop with (100-103:
-/// control, upgrade, handover, admin listener).
-pub const WAKE: Token = Token(104);
 
 /// A drained slot is emptied (and may take another address) only after it
 /// drained this long with no connection left, so a worker that picked it
@@ -35,7 +32,7 @@ const EMPTY_AFTER: Duration = Duration::from_secs(1);
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// The state of one lookup (shared by every entry that asks it).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct EntryState {
     /// The last good answer (kept while lookups fail or come back empty).
     pub members: Vec<Member>,
@@ -47,7 +44,22 @@ pub struct EntryState {
     pub failures: u64,
     /// Members that found no free slot in the last good answer.
     pub overflow: usize,
-    logged_at: Option<Instant>,
+    /// Its failure lines: the first after a good answer at once, then at
+    /// most one per [`LOG_EVERY`].
+    failure_log: RateLog,
+}
+
+impl Default for EntryState {
+    fn default() -> EntryState {
+        EntryState {
+            members: Vec::new(),
+            last: None,
+            error: String::new(),
+            failures: 0,
+            overflow: 0,
+            failure_log: RateLog::every(LOG_EVERY),
+        }
+    }
 }
 
 /// The master's DNS bookkeeping.
@@ -126,7 +138,7 @@ impl Master {
             return;
         }
         if self.dns.resolver.is_none() {
-            let waker = match Waker::new(self.poll.registry(), WAKE) {
+            let waker = match Waker::new(self.poll.registry(), super::tokens::DNS_WAKE) {
                 Ok(w) => Arc::new(w),
                 Err(e) => return log(&format!("dns: cannot make the resolver's waker: {e}")),
             };
@@ -178,20 +190,15 @@ impl Master {
         };
         match failure {
             Some(why) => {
-                let was_ok = e.last.is_none_or(|(_, ok)| ok);
                 e.last = Some((o.at, false));
                 e.failures += 1;
                 e.error = why.clone();
-                if was_ok
-                    || e.logged_at
-                        .is_none_or(|t| now.duration_since(t) >= LOG_EVERY)
-                {
-                    e.logged_at = Some(now);
-                    log(&format!(
-                        "dns: lookup of {name} failed: {why}; keeping the last good set ({} addresses)",
-                        e.members.len()
-                    ));
-                }
+                let kept = e.members.len();
+                e.failure_log.log(now, || {
+                    format!(
+                        "dns: lookup of {name} failed: {why}; keeping the last good set ({kept} addresses)"
+                    )
+                });
             }
             None => {
                 let Ok(members) = o.result else { return };
@@ -201,7 +208,7 @@ impl Master {
                 let changed = e.members != members;
                 e.last = Some((o.at, true));
                 e.error.clear();
-                e.logged_at = None;
+                e.failure_log = RateLog::every(LOG_EVERY);
                 if changed {
                     let list: Vec<String> = members.iter().map(|m| m.addr.to_string()).collect();
                     log(&format!("dns: {name} is {}", list.join(", ")));

@@ -8,12 +8,11 @@ impl Master {
     // ---- worker channels ------------------------------------------------
 
     pub(super) fn chan_token(generation: u64, slot: usize) -> Token {
-        Token(CHAN_BASE + ((generation % 65_536) as usize) * (1 << 16) + slot)
+        tokens::channel(generation, slot)
     }
 
     pub(super) fn on_channel(&mut self, token: Token, now: Instant) {
-        let rel = token.0 - CHAN_BASE;
-        let (gen_mod, slot) = ((rel >> 16) as u64, rel & 0xffff);
+        let (gen_mod, slot) = tokens::channel_of(token);
         let Some(gi) = self.gens.iter().position(|g| g.number % 65_536 == gen_mod) else {
             return;
         };

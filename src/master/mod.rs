@@ -18,6 +18,7 @@ mod reopen;
 pub mod report;
 pub mod signals;
 pub mod supervisor;
+mod tokens;
 pub mod upgrade;
 
 use crate::channel::{LineConn, MAX_LINE, ReadOutcome};
@@ -45,12 +46,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use supervisor::{Generation, SpawnEnv, WorkerState};
 
-const CONTROL: Token = Token(100);
-const UPGRADE_READY: Token = Token(101);
-const HANDOVER: Token = Token(102);
-const CLIENT_BASE: usize = 1 << 16;
-const CLIENT_SPAN: usize = 1 << 20;
-const CHAN_BASE: usize = 1 << 32;
+use tokens::{CONTROL, HANDOVER, UPGRADE_READY};
 const TICK: Duration = Duration::from_millis(250);
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(15);
 const FAST_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -450,15 +446,15 @@ impl Master {
             self.on_upgrade_ready(now);
         } else if t == HANDOVER {
             self.on_handover();
-        } else if t == dns::WAKE {
+        } else if t == tokens::DNS_WAKE {
             self.on_dns(now);
-        } else if t == admin::LISTENER {
+        } else if t == tokens::ADMIN_LISTENER {
             self.admin_accept(now);
-        } else if admin::owns(t) {
+        } else if tokens::ADMIN_CONNS.contains(&t.0) {
             self.admin_event(t, now);
-        } else if (CLIENT_BASE..CLIENT_BASE + CLIENT_SPAN).contains(&t.0) {
+        } else if tokens::CLIENTS.contains(&t.0) {
             self.on_client(t, now);
-        } else if t.0 >= CHAN_BASE && t.0 < reload::health_token_base(0) {
+        } else if tokens::CHANNELS.contains(&t.0) {
             self.on_channel(t, now);
         } else {
             let mut reports = Vec::new();

@@ -1,6 +1,7 @@
 //! Owns rate-limited logging of what a network peer can trigger at will (a
-//! refused admin `POST`): at most one line per
-//! [`EVERY`], saying how many were not logged since, and never more than
+//! refused admin `POST`, a DNS lookup that keeps failing): at most one line
+//! per [`EVERY`] (or the interval given), saying how many were not logged
+//! since, and never more than
 //! [`MAX_QUOTED`] characters of a peer's bytes in a line. Without it, a peer
 //! in a loop would decide how much the master writes to its log.
 
@@ -12,17 +13,36 @@ pub const EVERY: Duration = Duration::from_secs(1);
 pub const MAX_QUOTED: usize = 128;
 
 /// The state of one kind of line.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone)]
 pub struct RateLog {
+    every: Duration,
     last: Option<Instant>,
     unlogged: u64,
 }
 
+impl Default for RateLog {
+    fn default() -> RateLog {
+        RateLog::every(EVERY)
+    }
+}
+
 impl RateLog {
+    /// At most one line per `every`; the first one is due at once.
+    pub fn every(every: Duration) -> RateLog {
+        RateLog {
+            every,
+            last: None,
+            unlogged: 0,
+        }
+    }
+
     /// One more event at `now`: `Some(n)` when a line is due, `n` being the
     /// events since the last line that were not logged; `None` to stay quiet.
     pub fn note(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|t| now.duration_since(t) < EVERY) {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
             self.unlogged += 1;
             return None;
         }
@@ -67,6 +87,15 @@ mod tests {
         assert_eq!(r.note(t0 + EVERY), Some(999));
         assert_eq!(r.note(t0 + EVERY + Duration::from_millis(1)), None);
         assert_eq!(r.note(t0 + EVERY * 5), Some(1));
+    }
+
+    #[test]
+    fn an_interval_of_its_own_holds_lines_that_long() {
+        let mut r = RateLog::every(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(r.note(t0), Some(0));
+        assert_eq!(r.note(t0 + Duration::from_secs(59)), None);
+        assert_eq!(r.note(t0 + Duration::from_secs(60)), Some(1));
     }
 
     #[test]

@@ -14,11 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-/// Tokens of generation `n`'s health probes start here.
-pub fn health_token_base(n: u64) -> usize {
-    (1usize << 48) + ((n % 65_536) as usize) * (1 << 24)
-}
-
 /// Every server of `config` with its listen, numbered by global server index
 /// (the order of the server cells in a generation's shared region).
 pub fn servers(config: &Config) -> impl Iterator<Item = (usize, &ListenConfig, &ServerConfig)> {
@@ -61,20 +56,17 @@ pub fn undo_binds(listeners: &mut Listeners, made: &[(SocketAddr, usize)]) {
 /// down, nor resets the rise/fall counting. Admin state and weights are not
 /// carried: a reload resets them to the file.
 pub fn inherit_health(old: &Generation, new: &mut Generation) {
+    // DNS slots are left out on both sides: a new one starts empty and is
+    // filled from the last good answer; an old one's state is its resolved
+    // address's, not its placeholder `addr`'s.
     let index = |g: &Generation| -> Vec<(String, std::net::SocketAddr, usize)> {
         servers(&g.config)
+            .filter(|(_, _, s)| s.dns.is_none())
             .map(|(i, l, s)| (l.name.clone(), s.addr, i))
             .collect()
     };
     let old_index = index(old);
     for (listen, addr, i) in index(new) {
-        // DNS slots start empty and are filled from the last good answer.
-        if servers(&new.config)
-            .nth(i)
-            .is_some_and(|(_, _, s)| s.dns.is_some())
-        {
-            continue;
-        }
         let Some(&(_, _, j)) = old_index
             .iter()
             .find(|(l, a, _)| *l == listen && *a == addr)
@@ -142,7 +134,7 @@ pub fn new_generation(
     let checker = if targets.is_empty() {
         None
     } else {
-        let mut c = Checker::new(targets, health_token_base(number), now);
+        let mut c = Checker::new(targets, super::tokens::health_base(number), now);
         // A DNS slot is probed only while it holds an address.
         for (g, _, s) in servers(&config) {
             if s.dns.is_some() {

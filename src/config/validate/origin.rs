@@ -9,8 +9,6 @@
 use super::{Result, Validator};
 use crate::config::origin::{OriginTls, client_config, default_sni};
 use crate::config::raw::RawOriginTls;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use std::sync::Arc;
 use toml::Spanned;
 
@@ -44,25 +42,7 @@ impl Validator<'_> {
             Some(ca) => {
                 let key = format!("{p}.tls.ca");
                 let path = self.base.join(ca.get_ref());
-                let pem = std::fs::read(&path).map_err(|e| {
-                    self.invalid(&key, ca, format!("cannot read '{}': {e}", path.display()))
-                })?;
-                let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| {
-                        self.invalid(
-                            &key,
-                            ca,
-                            format!("'{}' is not a PEM certificate file: {e}", path.display()),
-                        )
-                    })?;
-                if roots.is_empty() {
-                    return Err(self.invalid(
-                        &key,
-                        ca,
-                        format!("'{}' holds no CERTIFICATE block", path.display()),
-                    ));
-                }
+                let roots = self.pem_certs(&key, ca, &path, "file")?;
                 (Some(path), roots)
             }
             None if verify => {

@@ -66,28 +66,10 @@ impl Validator<'_> {
         let (ck, kk) = (format!("{p}.cert"), format!("{p}.key"));
         let cert_path = self.base.join(cert.get_ref());
         let key_path = self.base.join(key.get_ref());
-        let cert_pem = self.read(&ck, cert, &cert_path)?;
+        let chain = self.pem_certs(&ck, cert, &cert_path, "chain")?;
         let key_pem = self.read(&kk, key, &key_path)?;
         let shown = |path: &PathBuf| path.display().to_string();
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| {
-                self.invalid(
-                    &ck,
-                    cert,
-                    format!(
-                        "'{}' is not a PEM certificate chain: {e}",
-                        shown(&cert_path)
-                    ),
-                )
-            })?;
-        let Some(leaf) = chain.first() else {
-            return Err(self.invalid(
-                &ck,
-                cert,
-                format!("'{}' holds no CERTIFICATE block", shown(&cert_path)),
-            ));
-        };
+        let leaf = &chain[0]; // pem_certs returns at least one
         let (names, not_after, not_after_text) = leaf_facts(leaf).map_err(|e| {
             self.invalid(
                 &ck,
@@ -134,6 +116,36 @@ impl Validator<'_> {
             not_after,
             key: Arc::new(certified),
         })
+    }
+
+    /// The certificates of the PEM file at `path` (at least one), read for
+    /// the key `key` written at `at` (`what`: "chain", "file", for the
+    /// message). Shared by a listen's `cert` and a server's `ca`.
+    pub(super) fn pem_certs(
+        &self,
+        key: &str,
+        at: &Spanned<String>,
+        path: &PathBuf,
+        what: &str,
+    ) -> Result<Vec<CertificateDer<'static>>> {
+        let pem = self.read(key, at, path)?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| {
+                self.invalid(
+                    key,
+                    at,
+                    format!("'{}' is not a PEM certificate {what}: {e}", path.display()),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(self.invalid(
+                key,
+                at,
+                format!("'{}' holds no CERTIFICATE block", path.display()),
+            ));
+        }
+        Ok(certs)
     }
 
     /// A file's bytes, or the error naming it.

@@ -464,3 +464,28 @@ fn send_proxy_probes_start_with_the_header_of_no_client() {
         "{head}"
     );
 }
+
+#[test]
+fn a_retargeted_probe_keeps_its_proxy_header() {
+    use crate::proxy_protocol::Version;
+    // A DNS slot: paused until it gets an address, then probed there.
+    let (tx, rx) = mpsc::channel();
+    let addr = serve(move |mut s| {
+        let head = read_head(&mut s);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let _ = tx.send(head);
+    });
+    let mut h = Harness::one(Target {
+        send_proxy: Some(Version::V1),
+        ..target(closed_port(), config(http_kind(None)))
+    });
+    h.checker.pause(ID);
+    h.checker
+        .retarget(h.poll.registry(), ID, Some(addr), Instant::now());
+    assert!(h.report().ok);
+    let head = String::from_utf8(rx.recv().expect("request")).expect("utf8");
+    assert!(
+        head.starts_with("PROXY UNKNOWN\r\nGET /health HTTP/1.0\r\n"),
+        "{head}"
+    );
+}

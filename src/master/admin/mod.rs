@@ -23,16 +23,6 @@ use mio::net::{TcpListener, TcpStream};
 use std::io::Read;
 use std::net::SocketAddr;
 
-/// Token of the admin listening socket.
-pub(super) const LISTENER: Token = Token(103);
-/// Tokens of admin connections: `BASE..BASE + SPAN`.
-const BASE: usize = 1 << 28;
-const SPAN: usize = 1 << 20;
-/// Whether `t` is an admin connection's token.
-pub(super) fn owns(t: Token) -> bool {
-    (BASE..BASE + SPAN).contains(&t.0)
-}
-
 /// Admin connections served at once (see [`Master::admin_evict`]).
 pub const MAX_CONNS: usize = 64;
 /// A connection must send its request and take its answer within this time.
@@ -120,10 +110,10 @@ impl Admin {
 impl Master {
     pub(super) fn admin_register(&mut self) {
         if let Some(l) = &mut self.admin.listener
-            && let Err(e) = self
-                .poll
-                .registry()
-                .register(l, LISTENER, Interest::READABLE)
+            && let Err(e) =
+                self.poll
+                    .registry()
+                    .register(l, tokens::ADMIN_LISTENER, Interest::READABLE)
         {
             log(&format!("admin listener: cannot poll it: {e}"));
             self.admin.listener = None;
@@ -198,10 +188,10 @@ impl Master {
                     if self.admin.conns.len() >= MAX_CONNS && !self.admin_evict() {
                         continue;
                     }
-                    let mut token = Token(BASE + self.admin.next % SPAN);
+                    let mut token = tokens::nth(&tokens::ADMIN_CONNS, self.admin.next);
                     while self.admin.conns.contains_key(&token) {
                         self.admin.next += 1;
-                        token = Token(BASE + self.admin.next % SPAN);
+                        token = tokens::nth(&tokens::ADMIN_CONNS, self.admin.next);
                     }
                     self.admin.next += 1;
                     let interest = Interest::READABLE | Interest::WRITABLE;
