@@ -55,9 +55,21 @@ impl Drop for TempDir {
 }
 
 /// A loopback port that was free a moment ago (bind `127.0.0.1:0`, then close).
+///
+/// Never the same port twice in one test process: the kernel may hand a
+/// released ephemeral port out again at once, and two listens of one test
+/// (or of two tests running side by side) would then collide.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local_addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A loopback address that was free a moment ago.
