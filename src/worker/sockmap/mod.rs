@@ -33,7 +33,7 @@ use mio::net::TcpStream;
 use plane::Plane;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -221,7 +221,7 @@ impl SockmapRelay {
         let (cb, _, _) = probe::consumed(b).map_err(refused)?;
         let ea = probe::entered(a).map_err(refused)?;
         self.bases = (ca, eb);
-        self.plane.relay.link(a, b)?;
+        self.plane.relay.link(client.as_fd(), server.as_fd())?;
         let epoll = self.plane.epoll;
         let watched = probe::watch_fin_only(epoll, a, self.client_token)
             .and_then(|()| probe::watch_fin_only(epoll, b, server_token(upstream)));
