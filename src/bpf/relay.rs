@@ -77,8 +77,6 @@ pub enum LinkError {
     /// socket. Once they are there ([`super::relay`] users compare the
     /// counters), [`Relay::unlink`] undoes the rest.
     Partial(Errno, u64, u64),
-    /// The link is done but the connection cannot use it (it is closed).
-    Broken(Errno),
 }
 
 impl Relay {
