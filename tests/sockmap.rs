@@ -2,7 +2,8 @@
 //! relays the listen; 1 MiB and 48 MiB cross both ways intact (sha256) while
 //! `connections` shows them relayed by the kernel, the worker barely wakes
 //! (context switches) and the byte counters, read from tcp_info, match;
-//! half-close keeps every byte ahead of the FIN both ways; a worker without
+//! half-close keeps every byte ahead of the FIN both ways; the idle timeout
+//! counts the kernel's bytes and closes a quiet connection; a worker without
 //! CAP_BPF (`user = "nobody"`) falls back to splice, says so in `status`
 //! and the log, and still serves. Root only (as CI runs): elsewhere the
 //! kernel refuses, which the fallback test covers by its own assertions.
@@ -127,6 +128,37 @@ fn sockmap_relays_1_and_48_mib_intact_without_waking_the_worker() {
         }),
         "byte counters from tcp_info"
     );
+}
+
+#[test]
+fn sockmap_idle_timeout_spares_kernel_traffic_and_closes_a_quiet_connection() {
+    if !root() {
+        return;
+    }
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = sockmap_conf(&dir, echo.addr()).listen(|mut l| {
+        l.idle_timeout = "1s".to_string();
+        l
+    });
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let mut s = linked(&lbctl, conf.bind());
+    // Bytes the worker never sees (the kernel relays them) for twice the
+    // idle timeout, paced: the connection is not idle.
+    for _ in 0..10 {
+        s.write_all(b"ping").expect("write");
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("echo while busy");
+        assert_eq!(&buf, b"ping");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Quiet now: the balancer closes it (the echo server never would).
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut buf = [0u8; 1];
+    let r = s.read(&mut buf);
+    assert!(matches!(r, Ok(0)), "closed by the idle timeout: {r:?}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use super::asm::{self, Insn, R0, R1, R2, R3, R4, R6, R10};
 use super::{BpfError, map_create, map_delete, map_update_fd, prog_attach, prog_load};
 use nix::errno::Errno;
 use nix::libc;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 const HELPER_GET_SOCKET_COOKIE: i32 = 46;
 const HELPER_SK_REDIRECT_HASH: i32 = 72;
@@ -77,8 +77,6 @@ pub enum LinkError {
     /// socket. Once they are there ([`super::relay`] users compare the
     /// counters), [`Relay::unlink`] undoes the rest.
     Partial(Errno, u64, u64),
-    /// The link is done but the connection cannot use it (it is closed).
-    Broken(Errno),
 }
 
 impl Relay {
@@ -99,9 +97,10 @@ impl Relay {
     }
 
     /// Links two connected TCP sockets both ways; returns their cookies.
-    pub fn link(&self, a: RawFd, b: RawFd) -> Result<(u64, u64), LinkError> {
+    pub fn link(&self, a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> Result<(u64, u64), LinkError> {
         let ca = cookie(a).map_err(LinkError::Refused)?;
         let cb = cookie(b).map_err(LinkError::Refused)?;
+        let (a, b) = (a.as_raw_fd(), b.as_raw_fd());
         let (ka, kb) = (ca.to_ne_bytes(), cb.to_ne_bytes());
         map_update_fd(&self.peers, &ka, b).map_err(LinkError::Refused)?;
         if let Err(e) = map_update_fd(&self.peers, &kb, a) {
@@ -137,22 +136,12 @@ impl Relay {
 
 const MAP_TYPE: u32 = super::MAP_TYPE_SOCKHASH;
 
-/// The socket's cookie (`SO_COOKIE`): unique for the socket's life.
-pub fn cookie(fd: RawFd) -> Result<u64, Errno> {
-    let mut v = 0u64;
-    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
-    // SAFETY: `v` and `len` are live locals of the sizes passed; the kernel
-    // writes at most `len` bytes into `v`.
-    let r = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_COOKIE,
-            (&mut v as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 { Err(Errno::last()) } else { Ok(v) }
+/// The socket's cookie (`SO_COOKIE`, via socket2): unique for the
+/// socket's life.
+fn cookie(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    socket2::SockRef::from(&fd)
+        .cookie()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 /// Runs the socket's data-ready callback now (via `SO_RCVLOWAT`), so bytes

@@ -49,7 +49,20 @@ impl Worker {
                 Phase::Active => {
                     conn.armed = None;
                     let own = conn.session.deadline(listen);
-                    if own.is_some_and(|d| self.now >= d) {
+                    // A kernel-relayed connection's bytes move unseen (no
+                    // event refreshes `last_active`): measured now. Its own
+                    // timers (FIN recheck, 1 s tick) are due at nearly every
+                    // fire, so its idle time is checked before them, or it
+                    // would never be.
+                    let moved = conn
+                        .session
+                        .last_moved(&conn.client, &conn.upstream, self.now);
+                    if let Some(t) = moved {
+                        conn.last_active = conn.last_active.max(t);
+                    }
+                    let due = conn.last_active + listen.timeouts.idle;
+                    let idle_first = moved.is_some() && self.now >= due;
+                    if !idle_first && own.is_some_and(|d| self.now >= d) {
                         let counters = Counters {
                             region: &self.region,
                             slot: self.slot,
@@ -65,13 +78,6 @@ impl Worker {
                         }
                         continue;
                     }
-                    if let Some(t) = conn
-                        .session
-                        .last_moved(&conn.client, &conn.upstream, self.now)
-                    {
-                        conn.last_active = conn.last_active.max(t);
-                    }
-                    let due = conn.last_active + listen.timeouts.idle;
                     if self.now >= due {
                         conn.end = Some(Cause::IdleTimeout);
                         self.close(idx, false);

@@ -5,7 +5,7 @@
 use super::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
 fn loaded() -> Option<Relay> {
@@ -47,7 +47,7 @@ fn the_verdict_program_passes_the_verifier_and_relays_both_ways() {
     // Sent before the link: waits in the proxy's receive queue.
     client.write_all(b"early ").expect("write");
     std::thread::sleep(Duration::from_millis(20));
-    relay.link(a.as_raw_fd(), b.as_raw_fd()).expect("link");
+    relay.link(a.as_fd(), b.as_fd()).expect("link");
     kick(a.as_raw_fd()).expect("kick");
     kick(b.as_raw_fd()).expect("kick");
     client.write_all(b"late").expect("write");
@@ -75,7 +75,7 @@ fn the_verdict_program_passes_the_verifier_and_relays_both_ways() {
 fn a_bare_fin_is_not_relayed_and_the_peer_keeps_sending() {
     let Some(relay) = loaded() else { return };
     let (mut client, a, b, mut server) = four();
-    relay.link(a.as_raw_fd(), b.as_raw_fd()).expect("link");
+    relay.link(a.as_fd(), b.as_fd()).expect("link");
     client.write_all(b"ping").expect("write");
     assert_eq!(read_n(&mut server, 4), b"ping");
     client

@@ -33,7 +33,7 @@ use mio::net::TcpStream;
 use plane::Plane;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -106,8 +106,6 @@ pub struct SockmapRelay {
     client_token: usize,
     user: TcpRelay,
     stage: Stage,
-    /// The client's consumed and the server's entered bytes at the link.
-    bases: (u64, u64),
     /// Bytes relayed by the kernel not yet reported to the loop.
     unreported: u64,
 }
@@ -120,7 +118,6 @@ impl SockmapRelay {
             client_token,
             user: TcpRelay::default(),
             stage: Stage::User,
-            bases: (0, 0),
             unreported: 0,
         }
     }
@@ -136,18 +133,7 @@ impl SockmapRelay {
             if !idle || io.upstream.server.is_none() {
                 return self.user.advance(io, pool);
             }
-            match self.link(io.client, io.upstream, io.now) {
-                Ok(k) => self.stage = Stage::Kernel(k),
-                Err(LinkError::Refused(_)) => self.stage = Stage::Refused,
-                Err(LinkError::Partial(_, ca, cb)) => {
-                    self.stage = Stage::Unwinding {
-                        bases: self.bases,
-                        cookies: (ca, cb),
-                        recheck: io.now + RECHECK_MIN,
-                    }
-                }
-                Err(LinkError::Broken(e)) => return Err(e.into()),
-            }
+            self.stage = self.link(io.client, io.upstream, io.now)?;
         }
         if let Stage::Unwinding { .. } = self.stage
             && !self.unwound(io.client, io.upstream, io.now)?
@@ -205,31 +191,42 @@ impl SockmapRelay {
         Ok(true)
     }
 
-    fn link(
-        &mut self,
-        client: &TcpStream,
-        upstream: &Upstream,
-        now: Instant,
-    ) -> Result<Kernel, LinkError> {
+    /// Tries the link: the stage it leads to (`Kernel`, `Refused`, or
+    /// `Unwinding` a partial link); an error when the connection is broken.
+    fn link(&self, client: &TcpStream, upstream: &Upstream, now: Instant) -> io::Result<Stage> {
         let Some(server) = upstream.server.as_deref() else {
-            return Err(LinkError::Refused(nix::errno::Errno::ENOTCONN));
+            return Ok(Stage::Refused);
         };
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
-        let refused = LinkError::Refused;
-        let (ca, _, _) = probe::consumed(a).map_err(refused)?;
-        let eb = probe::entered(b).map_err(refused)?;
-        let (cb, _, _) = probe::consumed(b).map_err(refused)?;
-        let ea = probe::entered(a).map_err(refused)?;
-        self.bases = (ca, eb);
-        self.plane.relay.link(a, b)?;
+        let bases = (|| {
+            let (ca, _, _) = probe::consumed(a)?;
+            let eb = probe::entered(b)?;
+            let (cb, _, _) = probe::consumed(b)?;
+            let ea = probe::entered(a)?;
+            Ok::<_, nix::errno::Errno>((ca, eb, cb, ea))
+        })();
+        let Ok((ca, eb, cb, ea)) = bases else {
+            return Ok(Stage::Refused);
+        };
+        match self.plane.relay.link(client.as_fd(), server.as_fd()) {
+            Ok(_) => {}
+            Err(LinkError::Refused(_)) => return Ok(Stage::Refused),
+            Err(LinkError::Partial(_, ka, kb)) => {
+                return Ok(Stage::Unwinding {
+                    bases: (ca, eb),
+                    cookies: (ka, kb),
+                    recheck: now + RECHECK_MIN,
+                });
+            }
+        }
         let epoll = self.plane.epoll;
         let watched = probe::watch_fin_only(epoll, a, self.client_token)
             .and_then(|()| probe::watch_fin_only(epoll, b, server_token(upstream)));
-        watched.map_err(LinkError::Broken)?;
+        watched.map_err(io::Error::from)?;
         let _ = crate::bpf::relay::kick(a);
         let _ = crate::bpf::relay::kick(b);
         let (up, down) = self.user.bytes();
-        Ok(Kernel {
+        Ok(Stage::Kernel(Kernel {
             up: Half {
                 prior: up,
                 src_base: ca,
@@ -249,7 +246,7 @@ impl SockmapRelay {
             seen: 0,
             moved_at: now,
             first_fin: None,
-        })
+        }))
     }
 
     /// Bytes relayed so far (client → server, server → client).
