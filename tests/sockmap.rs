@@ -1,5 +1,6 @@
 //! Owns the tests of `dataplane = "sockmap"`: `status` says the kernel
-//! relays the listen; 1 MiB and 48 MiB cross both ways intact (sha256) while
+//! relays the listen; a connection is linked at its second exchange or
+//! after 64 KiB one way, never after a single one; 1 MiB and 48 MiB cross both ways intact (sha256) while
 //! `connections` shows them relayed by the kernel, the worker barely wakes
 //! (context switches) and the byte counters, read from tcp_info, match;
 //! half-close keeps every byte ahead of the FIN both ways; the idle timeout
@@ -68,21 +69,90 @@ fn echo_through(s: TcpStream, data: &[u8]) -> Vec<u8> {
     got
 }
 
-/// Opens a connection and waits until the kernel relays it (the first
-/// bytes went there and back; `connections` says `sockmap`).
+/// The test knob that links every connection at once (the CI matrix sets
+/// it for the forced-sockmap run of the suite).
+const LINK_AT_ONCE_ENV: &str = "LBCTL_SOCKMAP_LINK_AT_ONCE";
+
+/// True when `connections` shows a connection relayed by the kernel.
+fn kernel_relays(lbctl: &Lbctl) -> bool {
+    lbctl.run("connections", &[]).stdout.contains("sockmap")
+}
+
+/// Sends `msg` and reads its echo.
+fn exchange(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).expect("write");
+    let mut buf = vec![0u8; msg.len()];
+    s.read_exact(&mut buf).expect("echo");
+    assert_eq!(buf, msg);
+}
+
+/// Opens a connection and waits until the kernel relays it: two exchanges
+/// (the second request earns the link), then `connections` says `sockmap`.
 fn linked(lbctl: &Lbctl, bind: SocketAddr) -> TcpStream {
     let mut s = connect(bind).expect("connect");
-    s.write_all(b"hello").expect("write");
-    let mut buf = [0u8; 5];
-    s.read_exact(&mut buf).expect("first echo");
-    assert_eq!(&buf, b"hello");
+    exchange(&mut s, b"hello");
+    exchange(&mut s, b"hello");
     assert!(
-        wait_until(WAIT, || {
-            lbctl.run("connections", &[]).stdout.contains("sockmap")
-        }),
+        wait_until(WAIT, || kernel_relays(lbctl)),
         "the connection relayed by the kernel"
     );
     s
+}
+
+#[test]
+fn sockmap_links_a_connection_at_its_second_exchange_or_after_64_kib() {
+    if !root() {
+        return;
+    }
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = sockmap_conf(&dir, echo.addr());
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let at_once = std::env::var_os(LINK_AT_ONCE_ENV).is_some();
+    // One request and its response: relayed in user space (a one-shot
+    // connection never pays for the link). Nothing more happens on this
+    // connection, so no later event could link it behind the check.
+    let mut s = connect(conf.bind()).expect("connect");
+    exchange(&mut s, b"request 1");
+    let listed = lbctl.run("connections", &[]).stdout;
+    assert!(
+        listed.contains("relaying"),
+        "the connection listed: {listed}"
+    );
+    assert_eq!(
+        listed.contains("sockmap"),
+        at_once,
+        "linked after one exchange only with {LINK_AT_ONCE_ENV}: {listed}"
+    );
+    // The second request earns the link; its echo and all after it come
+    // through the kernel.
+    exchange(&mut s, b"request 2");
+    assert!(
+        wait_until(WAIT, || kernel_relays(&lbctl)),
+        "linked at the second exchange"
+    );
+    exchange(&mut s, b"request 3");
+    drop(s);
+    assert!(
+        wait_until(WAIT, || !lbctl
+            .run("connections", &[])
+            .stdout
+            .contains("relaying")),
+        "the first connection closed"
+    );
+    // A bulk transfer one way earns it too: 64 KiB up, no reply yet.
+    let mut s = connect(conf.bind()).expect("connect");
+    let data = pseudo_random_bytes(64 * 1024, 4);
+    s.write_all(&data).expect("write 64 KiB");
+    assert!(
+        wait_until(WAIT, || kernel_relays(&lbctl)),
+        "linked after 64 KiB one way"
+    );
+    let mut got = vec![0u8; data.len()];
+    s.read_exact(&mut got).expect("the echo of 64 KiB");
+    assert!(got == data, "64 KiB echo");
 }
 
 #[test]
@@ -118,8 +188,8 @@ fn sockmap_relays_1_and_48_mib_intact_without_waking_the_worker() {
         // the FINs and its timers only.
         assert!(woke < 40, "the worker woke {woke} times for {size} bytes");
     }
-    // Counted from tcp_info: 5 + 1 MiB + 5 + 48 MiB each way.
-    let expected = (5 + MIB + 5 + 48 * MIB) as u64;
+    // Counted from tcp_info: 10 + 1 MiB + 10 + 48 MiB each way.
+    let expected = (10 + MIB + 10 + 48 * MIB) as u64;
     assert!(
         wait_until(WAIT, || {
             let st = lbctl.status_json();
@@ -176,14 +246,16 @@ fn sockmap_half_close_keeps_every_byte_ahead_of_the_fin_both_ways() {
     let lbctl = Lbctl::new(&dir, &path);
     for size in [64 * 1024, 8 * MIB] {
         let mut s = connect(conf.bind()).expect("connect");
+        // The first 64 KiB (relayed in user space) earn the link; the rest
+        // and the FIN go through the kernel.
+        let data = pseudo_random_bytes(size, 9);
+        let (head, tail) = data.split_at(64 * 1024);
+        s.write_all(head).expect("write the first 64 KiB");
         assert!(
-            wait_until(WAIT, || {
-                lbctl.run("connections", &[]).stdout.contains("sockmap")
-            }),
+            wait_until(WAIT, || kernel_relays(&lbctl)),
             "the connection relayed by the kernel"
         );
-        let data = pseudo_random_bytes(size, 9);
-        s.write_all(&data).expect("write");
+        s.write_all(tail).expect("write");
         s.shutdown(Shutdown::Write).expect("shutdown");
         let mut got = Vec::new();
         s.read_to_end(&mut got).expect("read the reply to EOF");

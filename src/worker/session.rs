@@ -61,6 +61,21 @@ pub struct Io<'a, C = TcpStream> {
     pub now: Instant,
 }
 
+impl<C> Io<'_, C> {
+    /// The same sockets and state, borrowed for a shorter call (so the
+    /// caller can look at them again afterwards).
+    pub fn reborrow(&mut self) -> Io<'_, C> {
+        Io {
+            client: &mut *self.client,
+            client_ready: &mut *self.client_ready,
+            client_addr: self.client_addr,
+            upstream: &mut *self.upstream,
+            listen: self.listen,
+            now: self.now,
+        }
+    }
+}
+
 /// Where a session counts what it answered: this worker's cells of the
 /// shared region.
 #[derive(Debug, Clone, Copy)]

@@ -4,8 +4,16 @@
 //! and keeps in user space what only it can do.
 //!
 //! Life of a connection:
-//! 1. *user*: until both relay buffers are empty (bytes the session had to
-//!    see or send first), it runs as the plain [`TcpRelay`];
+//! 1. *user*: it runs as the plain [`TcpRelay`] until it has earned the link
+//!    and both relay buffers are empty (bytes the session had to see or send
+//!    first). A link costs about a dozen system calls, more than the whole
+//!    relay of a one-shot exchange, so a connection earns it by a second
+//!    exchange (a third change of direction: request, response, request) or
+//!    by [`LINK_BYTES`] one way (a bulk transfer): a connection that carries
+//!    one request and its response and closes never enters the maps. The
+//!    test knob [`LINK_AT_ONCE_ENV`] links every connection at once instead
+//!    (the CI matrix runs the suite so, to take every test through the
+//!    kernel relay);
 //! 2. *link*: the byte bases of both sockets are read ([`probe`]), the pair
 //!    enters the maps, its epoll interest shrinks to the peer's FIN and
 //!    errors, and bytes already queued are pushed through the verdict. A
@@ -36,6 +44,16 @@ use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// Bytes one way after which a connection is linked without a second
+/// exchange (a bulk transfer).
+pub const LINK_BYTES: u64 = 64 * 1024;
+/// Changes of direction after which a connection is linked: request,
+/// response, second request.
+const LINK_TURNS: u8 = 3;
+/// Test knob: set (to anything) in a worker's environment, every connection
+/// of a sockmap listen is linked as soon as it is idle, before any byte.
+pub const LINK_AT_ONCE_ENV: &str = "LBCTL_SOCKMAP_LINK_AT_ONCE";
 
 /// How often a kernel-relayed connection refreshes its counters.
 const TICK: Duration = Duration::from_secs(1);
@@ -108,6 +126,10 @@ pub struct SockmapRelay {
     stage: Stage,
     /// Bytes relayed by the kernel not yet reported to the loop.
     unreported: u64,
+    /// Changes of direction seen in user space, and the last direction
+    /// bytes moved (true: client → server), for the link rule.
+    turns: u8,
+    last_up: Option<bool>,
 }
 
 impl SockmapRelay {
@@ -119,19 +141,25 @@ impl SockmapRelay {
             user: TcpRelay::default(),
             stage: Stage::User,
             unreported: 0,
+            turns: 0,
+            last_up: None,
         }
     }
 
-    /// Moves the connection on: links it as soon as nothing is buffered,
-    /// else relays in user space; once linked, forwards FINs and counts.
-    pub fn advance(&mut self, io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
+    /// Moves the connection on: links it once it has earned the link and
+    /// nothing is buffered, else relays in user space; once linked,
+    /// forwards FINs and counts.
+    pub fn advance(&mut self, mut io: Io<'_>, pool: &mut Pool) -> io::Result<Step> {
         if let Stage::User = self.stage {
-            let idle = self.user.up.pending() == 0
-                && self.user.down.pending() == 0
-                && !self.user.up.eof
-                && !self.user.down.eof;
-            if !idle || io.upstream.server.is_none() {
-                return self.user.advance(io, pool);
+            if !self.may_link(&io) {
+                let step = self.user.advance(io.reborrow(), pool)?;
+                self.count_turns(&step);
+                // Earned by this very step: link now, before the next
+                // bytes wake the worker.
+                if matches!(step, Step::Open(..)) && self.may_link(&io) {
+                    self.stage = self.link(io.client, io.upstream, io.now)?;
+                }
+                return Ok(step);
             }
             self.stage = self.link(io.client, io.upstream, io.now)?;
         }
@@ -152,6 +180,35 @@ impl SockmapRelay {
                     Step::Finished(u, d) => Step::Finished(u + extra, d),
                     other => other,
                 })
+            }
+        }
+    }
+
+    /// True when the connection may be linked now: it earned the link
+    /// (see the module doc), nothing is buffered in user space, no EOF came
+    /// yet, and the server is connected.
+    fn may_link(&self, io: &Io<'_>) -> bool {
+        let (up, down) = self.user.bytes();
+        let earned = self.plane.link_at_once
+            || self.turns >= LINK_TURNS
+            || up >= LINK_BYTES
+            || down >= LINK_BYTES;
+        earned
+            && self.user.up.pending() == 0
+            && self.user.down.pending() == 0
+            && !self.user.up.eof
+            && !self.user.down.eof
+            && io.upstream.server.is_some()
+    }
+
+    /// Counts the changes of direction of a user-space step's bytes.
+    fn count_turns(&mut self, step: &Step) {
+        if let Step::Open(u, d) | Step::Busy(u, d) = *step {
+            for (moved, up) in [(u, true), (d, false)] {
+                if moved > 0 && self.last_up != Some(up) {
+                    self.turns = self.turns.saturating_add(1);
+                    self.last_up = Some(up);
+                }
             }
         }
     }

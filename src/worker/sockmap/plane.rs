@@ -31,6 +31,9 @@ pub struct Plane {
     pub relay: Relay,
     /// The worker's epoll instance (lives as long as the worker).
     pub epoll: RawFd,
+    /// Link every connection at once (the test knob
+    /// [`super::LINK_AT_ONCE_ENV`]), not once it earned the link.
+    pub link_at_once: bool,
 }
 
 impl Plane {
@@ -40,6 +43,7 @@ impl Plane {
         Ok(Plane {
             relay: Relay::load()?,
             epoll,
+            link_at_once: std::env::var_os(super::LINK_AT_ONCE_ENV).is_some(),
         })
     }
 }
