@@ -1,8 +1,9 @@
 //! Owns the tests of `dataplane = "sockmap"`: `status` says the kernel
 //! relays the listen; a connection is linked at its second exchange or
-//! after 64 KiB one way, never after a single one; 1 MiB and 48 MiB cross both ways intact (sha256) while
-//! `connections` shows them relayed by the kernel, the worker barely wakes
-//! (context switches) and the byte counters, read from tcp_info, match;
+//! after 64 KiB one way, never after a single one; 1 MiB and 48 MiB cross
+//! both ways intact (sha256) while `connections` shows them relayed by the
+//! kernel, the worker barely wakes (context switches) and the byte
+//! counters, read from tcp_info, match;
 //! half-close keeps every byte ahead of the FIN both ways; the idle timeout
 //! counts the kernel's bytes and closes a quiet connection; a worker without
 //! CAP_BPF (`user = "nobody"`) falls back to splice, says so in `status`
@@ -35,6 +36,13 @@ fn sockmap_conf(dir: &TempDir, backend: SocketAddr) -> Conf {
     Conf::new(dir, &[backend])
         .workers(1)
         .listen(|l| l.line("dataplane = \"sockmap\""))
+}
+
+/// Starts lbctl on `conf`: its master (stopped on drop) and a client for
+/// its commands.
+fn start(dir: &TempDir, conf: &Conf) -> (Master, Lbctl) {
+    let path = conf.write(dir);
+    (Master::start(dir, &path), Lbctl::new(dir, &path))
 }
 
 fn dataplane(lbctl: &Lbctl) -> String {
@@ -128,9 +136,7 @@ fn sockmap_links_a_connection_at_its_second_exchange_or_after_64_kib() {
     let dir = TempDir::new();
     let echo = Backend::echo();
     let conf = sockmap_conf(&dir, echo.addr());
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf);
     let at_once = std::env::var_os(LINK_AT_ONCE_ENV).is_some();
     // One request and its response: relayed in user space (a one-shot
     // connection never pays for the link). Nothing more happens on this
@@ -184,9 +190,7 @@ fn sockmap_relays_1_and_48_mib_intact_without_waking_the_worker() {
     let dir = TempDir::new();
     let echo = Backend::echo();
     let conf = sockmap_conf(&dir, echo.addr());
-    let path = conf.write(&dir);
-    let master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (master, lbctl) = start(&dir, &conf);
     assert_eq!(dataplane(&lbctl), "sockmap");
     lbctl
         .run("status", &[])
@@ -231,9 +235,7 @@ fn sockmap_idle_timeout_spares_kernel_traffic_and_closes_a_quiet_connection() {
         l.idle_timeout = "1s".to_string();
         l
     });
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf);
     let mut s = linked(&lbctl, conf.bind());
     // Bytes the worker never sees (the kernel relays them) for twice the
     // idle timeout, paced: the connection is not idle.
@@ -261,9 +263,7 @@ fn sockmap_half_close_keeps_every_byte_ahead_of_the_fin_both_ways() {
     // that overtook bytes would shorten the reply.
     let backend = Backend::echo_after_eof();
     let conf = sockmap_conf(&dir, backend.addr());
-    let path = conf.write(&dir);
-    let _master = Master::start(&dir, &path);
-    let lbctl = Lbctl::new(&dir, &path);
+    let (_master, lbctl) = start(&dir, &conf);
     for size in [64 * 1024, 8 * MIB] {
         let mut s = connect(conf.bind()).expect("connect");
         // The first 64 KiB (relayed in user space) earn the link; the rest
@@ -287,9 +287,7 @@ fn sockmap_half_close_keeps_every_byte_ahead_of_the_fin_both_ways() {
     let echo = Backend::echo();
     let dir2 = TempDir::new();
     let conf = sockmap_conf(&dir2, echo.addr());
-    let path = conf.write(&dir2);
-    let _master2 = Master::start(&dir2, &path);
-    let lbctl = Lbctl::new(&dir2, &path);
+    let (_master2, lbctl) = start(&dir2, &conf);
     let s = linked(&lbctl, conf.bind());
     let data = pseudo_random_bytes(4 * MIB, 5);
     let got = echo_through(s, &data);
