@@ -344,6 +344,29 @@ def _table(header, rows):
     return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
 
 
+RELAYS = [("lbctl", "lbctl"), ("haproxy", "HAProxy"), ("relay_epoll", "relay epoll"), ("relay_uring", "relay io_uring")]
+
+
+def _relay_table(results):
+    """The io_uring experiment's table, when the run had the relays; None otherwise."""
+    if not any(r.get("proxy", "").startswith("relay_") for r in results):
+        return None
+    rows = []
+    for label, test, field, scale, fmtstr, better in ROWS:
+        if test not in ("ka", "close") or "latency" in label:
+            continue
+        vals = {key: _median(results, key, test, field)[0] for key, _ in RELAYS}
+        if all(v is None for v in vals.values()):
+            continue
+        row = [label] + [fmtstr.format(vals[k] * scale) if vals[k] is not None else "-" for k, _ in RELAYS]
+        for k in ("lbctl", "relay_uring"):
+            v, base = vals[k], vals["relay_epoll"]
+            row.append(f"{v / base:.2f}" if v is not None and base else "-")
+        rows.append(row + [better])
+    header = ["median of rounds"] + [n for _, n in RELAYS] + ["lbctl/epoll relay", "io_uring/epoll relay", "better"]
+    return _table(header, rows)
+
+
 def split(status):
     totals = [w["total"] for w in status["workers"]]
     return " / ".join(f"{100 * t / (sum(totals) or 1):.0f}%" for t in totals)
@@ -405,6 +428,7 @@ def report(path, md_path, meta_path, notes_path):
     ]
     workers = _table(["new connection per request", "conns/s", "vs workers = 1"], wrows) if w2 else None
     held = any(r.get("test") == "mem" for r in results)
+    relays = _relay_table(results)
 
     masters = []
     for key, name in proxies:
@@ -422,6 +446,9 @@ def report(path, md_path, meta_path, notes_path):
     if workers:
         print()
         print(workers)
+    if relays:
+        print()
+        print(relays)
     if masters:
         print("\nRoot process RSS (included in the sums above): " + "; ".join(masters))
     if errors:
@@ -460,6 +487,16 @@ def report(path, md_path, meta_path, notes_path):
     ]
     if workers:
         lines += [workers, ""]
+    if relays:
+        lines += [
+            "The bare relays of bench/uring-relay (issue 15, item 3): the same relaying, one with "
+            "an epoll loop (a syscall per step), one with an io_uring loop (multishot accept, "
+            "multishot recv into a registered buffer ring; connect, send, shutdown and close as "
+            "ring requests; one io_uring_enter per turn). Ratios are against the epoll relay.",
+            "",
+            relays,
+            "",
+        ]
     lines += [
         "## How it was measured",
         "",
@@ -506,7 +543,7 @@ def report(path, md_path, meta_path, notes_path):
     if notes:
         lines += ["", "## Notes from this run", ""] + [f"- {n}" for n in notes]
     lines += ["", "## Every run", "", "```"]
-    names = dict(proxies, lbctl_w2="lbctl workers=2")
+    names = dict(proxies, lbctl_w2="lbctl workers=2", relay_epoll="relay epoll", relay_uring="relay io_uring")
     for r in results:
         name = names.get(r["proxy"], r["proxy"])
         extra = f", marginal {_per_unit(r['test'], r['sys_marginal'])}" if "sys_marginal" in r else ""

@@ -31,7 +31,10 @@
 #   DATAPLANE=sockmap  MODE=tcp: lbctl's listen gets dataplane = "sockmap" (the kernel
 #                     relays the bytes; lbctl must run as root, else it falls back to
 #                     splice, which the run's notes then say). Default: none (auto).
-#   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated
+#   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated; MODE=tcp can add
+#                     relay_epoll,relay_uring: bench/uring-relay (a bare relay with an
+#                     epoll loop or an io_uring loop, built here with cargo; issue 15's
+#                     io_uring experiment), shown in a table of their own
 #   WORKERS2=1        also run lbctl with workers = 2, not pinned, on the close test
 #                     (0: skip; MODE=http default: 0)
 #   BUILD=1           run `cargo build --release` first (0: use the binary as it is)
@@ -243,6 +246,8 @@ label() {
 	case $1 in
 	lbctl) echo "lbctl (workers = 1)" ;;
 	lbctl_w2) echo "lbctl (workers = 2)" ;;
+	relay_epoll) echo "relay epoll" ;;
+	relay_uring) echo "relay io_uring" ;;
 	haproxy) echo "HAProxy" ;;
 	nginx) [[ $MODE == http ]] && echo "nginx http" || echo "nginx stream" ;;
 	direct) echo "direct" ;;
@@ -259,6 +264,17 @@ build_lbctl() {
 		fi
 	fi
 	[[ -x $LBCTL ]] || skip lbctl "$LBCTL is missing (BUILD=$BUILD)"
+}
+
+RELAY=$BENCH_DIR/uring-relay/target/release/uring-relay
+
+build_relay() { # bench/uring-relay, for the relay_epoll and relay_uring targets
+	log "cargo build --release (bench/uring-relay)"
+	if ! cargo build --release --manifest-path "$BENCH_DIR/uring-relay/Cargo.toml" >"$TMP/relay-cargo.out" 2>&1; then
+		tail -n 20 "$TMP/relay-cargo.out"
+		skip relay_epoll "building bench/uring-relay failed"
+		skip relay_uring "building bench/uring-relay failed"
+	fi
 }
 
 check_lbctl_conf() { # NAME: skip NAME unless `lbctl check` accepts the config it would run
@@ -297,6 +313,9 @@ start_target() { # TARGET: start it and wait until GET / through it answers "ok"
 	lbctl) start_bg lbctl "$PROXY_CPU" "$LBCTL" start -c "$TMP/lbctl/lbctl.toml" ;;
 	lbctl_w2) start_bg lbctl_w2 "" "$LBCTL" start -c "$TMP/lbctl_w2/lbctl.toml" ;; # not pinned
 	haproxy) start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy/haproxy.cfg" ;;
+	relay_epoll | relay_uring)
+		start_bg "$t" "$PROXY_CPU" "$RELAY" "${t#relay_}" "127.0.0.1:$PROXY_PORT" "127.0.0.1:$BACKEND1" "127.0.0.1:$BACKEND2"
+		;;
 	nginx)
 		local dir=$TMP/nginx-stream
 		[[ $MODE == http ]] && dir=$TMP/nginx-http
@@ -387,7 +406,7 @@ run_target() { # TARGET ROUND
 			skip lbctl "$START_ERROR"
 			skipped lbctl_w2 || skip lbctl_w2 "lbctl (workers = 1) did not start"
 			;;
-		lbctl_w2) skip lbctl_w2 "$START_ERROR" ;;
+		lbctl_w2 | relay_*) skip "$t" "$START_ERROR" ;;
 		*) die "$(label "$t") did not start" ;;
 		esac
 		return 0
@@ -447,10 +466,14 @@ main() {
 
 	local -a targets=()
 	local t
-	for t in lbctl haproxy nginx direct; do
+	for t in lbctl haproxy nginx direct relay_epoll relay_uring; do
 		[[ ,$ONLY, == *,$t,* ]] && targets+=("$t")
 	done
 	((${#targets[@]})) || die "ONLY=$ONLY selects nothing (use lbctl,haproxy,nginx,direct)"
+	if [[ ,$ONLY, == *,relay_* ]]; then
+		[[ $MODE == tcp ]] || die "relay_epoll and relay_uring relay TCP only (MODE=tcp)"
+		build_relay
+	fi
 	local test
 	for test in ${TESTS//,/ }; do
 		[[ $test == @(mem|ka|close|big) ]] || die "TESTS=$TESTS: unknown test $test (use mem,ka,close,big)"

@@ -1,0 +1,69 @@
+//! The few socket calls both loops share: the listener, a backend socket, addresses.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::RawFd;
+
+/// -1 from a libc call becomes the thread's errno.
+pub fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+pub fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+pub const SOCKADDR_LEN: libc::socklen_t =
+    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+
+/// A TCP socket; `nonblocking` for the epoll loop (io_uring wants blocking ones: it parks a
+/// request itself, and an O_NONBLOCK socket would hand it -EAGAIN instead).
+pub fn tcp_socket(nonblocking: bool) -> io::Result<RawFd> {
+    let mut ty = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    if nonblocking {
+        ty |= libc::SOCK_NONBLOCK;
+    }
+    // SAFETY: socket(2) takes no pointers.
+    check(unsafe { libc::socket(libc::AF_INET, ty, 0) })
+}
+
+/// The listening socket, SO_REUSEADDR, backlog 1024, blocking (the epoll loop sets its own
+/// accepts nonblocking with accept4 and polls the listener).
+pub fn listen(addr: SocketAddrV4) -> io::Result<RawFd> {
+    let fd = tcp_socket(false)?;
+    let one: libc::c_int = 1;
+    let sa = sockaddr(addr);
+    // SAFETY: fd is ours; the option and address point to live locals of the stated sizes.
+    unsafe {
+        check(libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))?;
+        check(libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            SOCKADDR_LEN,
+        ))?;
+        check(libc::listen(fd, 1024))?;
+    }
+    Ok(fd)
+}
+
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns fd and forgets it after this.
+    unsafe { libc::close(fd) };
+}
