@@ -129,6 +129,12 @@ pub struct ListenConfig {
     pub accept_proxy: Option<AcceptProxy>,
     /// `dataplane`: how a `mode = "tcp"` listen moves bytes. Default `auto`.
     pub dataplane: Dataplane,
+    /// `defer_accept = true`: the kernel hands a connection over only once
+    /// the client's first bytes are in (TCP_DEFER_ACCEPT, 1 s; HAProxy's
+    /// `defer-accept`, nginx's `deferred`), and a connect to a server with
+    /// those bytes in hand lets them carry the handshake's last ACK. For
+    /// protocols where the client speaks first. Default false.
+    pub defer_accept: bool,
     /// `tls = { certs = [...] }`: TLS termination, `None` for plain TCP.
     pub tls: Option<std::sync::Arc<tls::TlsListen>>,
 }

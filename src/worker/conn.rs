@@ -162,7 +162,9 @@ impl Conn {
 
     /// Starts a connect attempt to `server_id` at `addr` (TCP_NODELAY set
     /// at once: one place for it, whichever way the connect completes); the
-    /// socket gets a token slot held by `holder` (this connection).
+    /// socket gets a token slot held by `holder` (this connection). With
+    /// `defer_accept` on the listen and the client's bytes waiting, the
+    /// handshake's last ACK waits to go with them (`worker/defer.rs`).
     pub fn start_connect(
         &mut self,
         server_id: ServerId,
@@ -170,14 +172,17 @@ impl Conn {
         deadline: Instant,
         tokens: &mut ServerTokens,
         holder: Holder,
+        defer_accept: bool,
     ) -> io::Result<&mut ServerConn> {
+        let hold_ack =
+            defer_accept && super::defer::has_bytes(std::os::fd::AsRawFd::as_raw_fd(&self.client));
         let up = &mut self.upstream;
         up.server = None;
         up.ready = Ready::default();
         up.server_id = Some(server_id);
         up.tried.push(server_id);
         self.phase = Phase::Connecting { deadline };
-        let stream = TcpStream::connect(addr)?;
+        let stream = super::defer::connect(addr, hold_ack)?;
         let _ = stream.set_nodelay(true);
         Ok(up.server.insert(tokens.wrap(stream, holder)))
     }

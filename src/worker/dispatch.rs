@@ -152,7 +152,14 @@ impl Worker {
             let deadline = self.now + listen.timeouts.connect;
             cell.active.fetch_add(1, Relaxed);
             let started = conn
-                .start_connect(id, addr, deadline, &mut self.tokens, Holder::Conn(idx))
+                .start_connect(
+                    id,
+                    addr,
+                    deadline,
+                    &mut self.tokens,
+                    Holder::Conn(idx),
+                    listen.defer_accept,
+                )
                 .and_then(|s| super::origin::attach(s, listen.servers[id].tls.as_deref(), addr));
             match started {
                 Ok(server) => {

@@ -17,6 +17,7 @@
 pub mod access;
 pub mod buffer;
 pub mod conn;
+mod defer;
 mod dispatch;
 mod expiry;
 pub mod http;
@@ -153,6 +154,12 @@ impl Worker {
         let mut listeners = Vec::new();
         for (i, (listen, l)) in ctx.listeners.into_iter().enumerate() {
             l.set_nonblocking(true)?;
+            let deferred = ctx
+                .config
+                .listens
+                .get(listen)
+                .is_some_and(|c| c.defer_accept);
+            defer::set_listener(&l, deferred)?;
             let mut l = TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(i), Interest::READABLE)?;

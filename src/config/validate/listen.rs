@@ -210,6 +210,7 @@ impl Validator<'_> {
             access_log: self.access_log(&p, l)?,
             accept_proxy: self.accept_proxy(&p, l)?,
             dataplane: self.dataplane(&p, l, mode)?,
+            defer_accept: l.defer_accept.as_ref().is_some_and(|d| *d.get_ref()),
             tls: self.tls(&p, l)?,
         })
     }

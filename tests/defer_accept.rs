@@ -1,0 +1,137 @@
+//! Owns the tests of `defer_accept = true`: the client's first bytes carry
+//! the handshake's last ACK to the server (seen from the server's side, by
+//! counting the segments its socket received), a server that speaks first
+//! still gets its client (after the kernel's wait), and a bad value is
+//! refused naming the key and line.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::thread::JoinHandle;
+
+use nix::libc;
+
+use crate::util::backend::Backend;
+use crate::util::{Conf, Lbctl, Master, TempDir, connect, fetch};
+
+/// `struct tcp_info` (linux/tcp.h) up to `tcpi_segs_in`.
+#[repr(C)]
+#[derive(Default)]
+struct TcpInfo {
+    _small: [u8; 8],
+    _u32s: [u32; 24],
+    _u64s: [u64; 4],
+    segs_out: u32,
+    segs_in: u32,
+}
+
+/// Segments the socket has received so far (the SYN included).
+fn segs_in(s: &std::net::TcpStream) -> u32 {
+    let mut ti = TcpInfo::default();
+    let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
+    // SAFETY: `ti` is a live #[repr(C)] local of `len` bytes; the kernel
+    // writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut ti as *mut TcpInfo).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    ti.segs_in
+}
+
+/// A server that, for each of `n` connections, reads one line and answers
+/// with the number of segments its socket had received by then.
+fn segment_counter(n: usize) -> (SocketAddr, JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let t = std::thread::spawn(move || {
+        for _ in 0..n {
+            let Ok((s, _)) = l.accept() else { return };
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            if r.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut s = r.into_inner();
+            let _ = writeln!(s, "{}", segs_in(&s));
+        }
+    });
+    (addr, t)
+}
+
+/// The segment counts of `n` one-line exchanges through `conf`'s balancer.
+fn counts(dir: &TempDir, conf: &Conf, n: usize) -> Vec<u32> {
+    let _master = Master::start(dir, &conf.write(dir));
+    (0..n)
+        .map(|i| {
+            let mut c = connect(conf.bind()).expect("connect");
+            c.write_all(b"ping\n").expect("write");
+            let mut got = String::new();
+            c.read_to_string(&mut got).expect("read");
+            got.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("exchange {i}: the server answered {got:?}"))
+        })
+        .collect()
+}
+
+#[test]
+fn with_defer_accept_the_first_bytes_carry_the_handshakes_last_ack() {
+    const N: usize = 5;
+    // Without it: SYN, the bare ACK, then the bytes: 3 segments, always.
+    let (addr, t) = segment_counter(N);
+    let dir = TempDir::new();
+    let plain = counts(&dir, &Conf::new(&dir, &[addr]).workers(1), N);
+    t.join().expect("server");
+    assert!(
+        plain.iter().all(|&n| n == 3),
+        "without defer_accept: {plain:?}"
+    );
+
+    // With it: SYN, then the bytes with the ACK. The kernel's delayed-ACK
+    // timer (200 ms) can beat a worker slowed by a loaded machine to the
+    // write, so one exchange in N is enough to prove it.
+    let (addr, t) = segment_counter(N);
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &[addr])
+        .workers(1)
+        .listen(|l| l.line("defer_accept = true"));
+    let deferred = counts(&dir, &conf, N);
+    t.join().expect("server");
+    assert!(deferred.contains(&2), "with defer_accept: {deferred:?}");
+    assert!(
+        deferred.iter().all(|&n| n <= 3),
+        "with defer_accept: {deferred:?}"
+    );
+}
+
+#[test]
+fn a_server_that_speaks_first_still_gets_its_client_with_defer_accept() {
+    // The client sends nothing: the kernel hands the connection over once
+    // its wait (1 s) is up, and the server's greeting comes through.
+    let greeter = Backend::fixed("220 hello\r\n");
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &[greeter.addr()])
+        .workers(1)
+        .listen(|l| l.line("defer_accept = true"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+    assert_eq!(fetch(conf.bind()).expect("fetch"), "220 hello\r\n");
+}
+
+#[test]
+fn check_rejects_a_defer_accept_that_is_not_a_boolean() {
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")])
+        .listen(|l| l.line("defer_accept = \"yes\""));
+    let path = conf.write(&dir);
+    Lbctl::new(&dir, &path)
+        .run("check", &[])
+        .assert_code(1)
+        .assert_contains("defer_accept")
+        .assert_contains("line");
+}
