@@ -6,43 +6,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
 use std::thread::JoinHandle;
 
-use nix::libc;
-
 use crate::util::backend::Backend;
-use crate::util::{Conf, Lbctl, Master, TempDir, connect, fetch};
-
-/// `struct tcp_info` (linux/tcp.h) up to `tcpi_segs_in`.
-#[repr(C)]
-#[derive(Default)]
-struct TcpInfo {
-    _small: [u8; 8],
-    _u32s: [u32; 24],
-    _u64s: [u64; 4],
-    segs_out: u32,
-    segs_in: u32,
-}
-
-/// Segments the socket has received so far (the SYN included).
-fn segs_in(s: &std::net::TcpStream) -> u32 {
-    let mut ti = TcpInfo::default();
-    let mut len = std::mem::size_of::<TcpInfo>() as libc::socklen_t;
-    // SAFETY: `ti` is a live #[repr(C)] local of `len` bytes; the kernel
-    // writes at most `len` bytes.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut ti as *mut TcpInfo).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-    ti.segs_in
-}
+use crate::util::{Conf, Lbctl, Master, TempDir, connect, fetch, segs_in};
 
 /// A server that, for each of `n` connections, reads one line and answers
 /// with the number of segments its socket had received by then.

@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr};
 use crate::util::backend::{Backend, refusing_addr};
 use crate::util::{
     Conf, Master, ServerConf, TempDir, WAIT, connect, fetch, fetch_ok, pseudo_random_bytes,
-    wait_until,
+    segs_in, wait_until,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -342,4 +342,33 @@ fn fifty_concurrent_clients_all_get_the_full_reply() {
         errors
     );
     assert_eq!(a.accepted() + b.accepted(), 500);
+}
+
+#[test]
+fn a_servers_last_bytes_and_its_fin_reach_the_client_in_one_segment() {
+    // The server writes its reply and shuts its side at once: the worker
+    // reads both in one go and forwards the reply so that the FIN leaves
+    // in the same segment (MSG_MORE, then shutdown). The client's socket
+    // then receives the SYN-ACK and that one segment. A worker that reads
+    // the reply before the FIN is in sends them apart, so one connection
+    // in N is enough.
+    const N: usize = 10;
+    let server = Backend::fixed("one segment, FIN included");
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &[server.addr()]).workers(1);
+    let _master = Master::start(&dir, &conf.write(&dir));
+    let segs: Vec<u32> = (0..N)
+        .map(|_| {
+            let mut c = connect(conf.bind()).expect("connect");
+            let mut got = String::new();
+            c.read_to_string(&mut got).expect("read");
+            assert_eq!(got, "one segment, FIN included");
+            segs_in(&c)
+        })
+        .collect();
+    assert!(segs.contains(&2), "segments the client received: {segs:?}");
+    assert!(
+        segs.iter().all(|&n| n <= 3),
+        "segments the client received: {segs:?}"
+    );
 }

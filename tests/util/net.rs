@@ -54,3 +54,33 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// `struct tcp_info` (linux/tcp.h) up to `tcpi_segs_in`.
+#[repr(C)]
+#[derive(Default)]
+struct TcpInfo {
+    _small: [u8; 8],
+    _u32s: [u32; 24],
+    _u64s: [u64; 4],
+    segs_out: u32,
+    segs_in: u32,
+}
+
+/// Segments the socket has received so far (the SYN included).
+pub fn segs_in(s: &std::net::TcpStream) -> u32 {
+    let mut ti = TcpInfo::default();
+    let mut len = std::mem::size_of::<TcpInfo>() as nix::libc::socklen_t;
+    // SAFETY: `ti` is a live #[repr(C)] local of `len` bytes; the kernel
+    // writes at most `len` bytes.
+    let r = unsafe {
+        nix::libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(s),
+            nix::libc::IPPROTO_TCP,
+            nix::libc::TCP_INFO,
+            (&mut ti as *mut TcpInfo).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    ti.segs_in
+}

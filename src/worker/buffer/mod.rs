@@ -184,15 +184,28 @@ impl Pipe {
 
     /// One write of the buffered bytes; 0 when `dst` would block. The
     /// write flag is cleared on WouldBlock and after a short write (the send
-    /// buffer is full).
-    fn write_step<W: Write>(&mut self, dst: &mut W, dst_ready: &mut Ready) -> io::Result<usize> {
+    /// buffer is full). With the source's EOF already read, these are the
+    /// last bytes before the shutdown that `finish_step` makes in the same
+    /// turn: written so that the FIN leaves with them (one segment, not
+    /// two; [`Shutdown::write_before_fin`]). Not when `last`: the close
+    /// that ends the connection sends that FIN.
+    fn write_step<W: Write + Shutdown>(
+        &mut self,
+        dst: &mut W,
+        dst_ready: &mut Ready,
+    ) -> io::Result<usize> {
         let buf = match &self.buf {
             Some(b) => &b[self.start..self.end],
             None => &[][..],
         };
         let want = buf.len();
+        let before_fin = self.eof && !self.last && self.in_pipe == 0;
         loop {
-            return match dst.write(buf) {
+            let written = match before_fin.then(|| dst.write_before_fin(buf)).flatten() {
+                Some(r) => r,
+                None => dst.write(buf),
+            };
+            return match written {
                 Ok(0) => Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.start += n;
@@ -284,11 +297,32 @@ impl Pipe {
 pub trait Shutdown {
     /// `shutdown(SHUT_WR)`.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Writes `buf`, the last bytes before a `shutdown_write` that follows
+    /// at once: a TCP socket holds a short last segment back (MSG_MORE)
+    /// for the FIN to join it. `None` where the stream has no such write
+    /// (TLS carries records); the caller then writes plainly.
+    fn write_before_fin(&mut self, _buf: &[u8]) -> Option<io::Result<usize>> {
+        None
+    }
 }
 
 impl Shutdown for mio::net::TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(std::net::Shutdown::Write)
+    }
+
+    fn write_before_fin(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        use std::os::fd::AsRawFd;
+        let flags = nix::libc::MSG_MORE | nix::libc::MSG_NOSIGNAL;
+        // SAFETY: `buf` is a live slice of `buf.len()` bytes; the fd is
+        // this stream's socket.
+        let n = unsafe { nix::libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
+        Some(if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        })
     }
 }
 

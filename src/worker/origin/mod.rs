@@ -215,6 +215,13 @@ impl Shutdown for ServerConn {
         }
         self.plain(|c| c.shutdown_write()).unwrap_or(Ok(()))
     }
+
+    fn write_before_fin(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
+        if self.tls.is_none() {
+            return self.tcp().write_before_fin(buf);
+        }
+        None
+    }
 }
 
 impl AsFd for ServerConn {
