@@ -60,6 +60,9 @@ EOF
 	if [[ $MODE == tcp && -n ${DATAPLANE:-} ]]; then
 		echo "dataplane = \"$DATAPLANE\"" >>"$dir/lbctl.toml"
 	fi
+	if [[ ${DEFER:-0} == 1 ]]; then
+		echo "defer_accept = true" >>"$dir/lbctl.toml"
+	fi
 	if [[ $MODE == http ]]; then
 		cat >>"$dir/lbctl.toml" <<EOF
 pool = { max_idle = 64, idle_timeout = "30s" }
@@ -69,6 +72,11 @@ EOF
 }
 
 write_haproxy_conf() {
+	local HAPROXY_BIND_OPTS="" HAPROXY_LISTEN_OPTS=""
+	if [[ ${DEFER:-0} == 1 ]]; then
+		HAPROXY_BIND_OPTS=" defer-accept"
+		HAPROXY_LISTEN_OPTS=$'\n    option tcp-smart-connect'
+	fi
 	mkdir -p "$TMP/haproxy"
 	cat >"$TMP/haproxy/haproxy.cfg" <<EOF
 global
@@ -94,8 +102,8 @@ EOF
 	cat >>"$TMP/haproxy/haproxy.cfg" <<EOF
 
 listen bench
-    bind 127.0.0.1:$PROXY_PORT
-    balance roundrobin
+    bind 127.0.0.1:$PROXY_PORT${HAPROXY_BIND_OPTS:-}
+    balance roundrobin${HAPROXY_LISTEN_OPTS:-}
     server b1 127.0.0.1:$BACKEND1
     server b2 127.0.0.1:$BACKEND2
 EOF

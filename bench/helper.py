@@ -469,6 +469,11 @@ def report(path, md_path, meta_path, notes_path):
         )
     else:
         setup = "lbctl workers = 1, HAProxy `nbthread 1` mode tcp, nginx stream `worker_processes 1`."
+        if "DEFER=1" in meta.get("command", ""):
+            setup += (
+                " DEFER=1: lbctl `defer_accept = true`, HAProxy `bind ... defer-accept` with "
+                "`option tcp-smart-connect`; nginx stream as it is (its `listen` takes no `deferred`)."
+            )
     lines = [
         "# lbctl benchmark results" + (" (HTTP mode)" if http else ""),
         "",

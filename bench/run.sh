@@ -31,6 +31,11 @@
 #   DATAPLANE=sockmap  MODE=tcp: lbctl's listen gets dataplane = "sockmap" (the kernel
 #                     relays the bytes; lbctl must run as root, else it falls back to
 #                     splice, which the run's notes then say). Default: none (auto).
+#   DEFER=1          every proxy waits for the client's first bytes before the accept
+#                     and lets them carry the handshake's last ACK to the server:
+#                     lbctl defer_accept = true; HAProxy bind defer-accept and option
+#                     tcp-smart-connect; nginx stream has no equivalent (its listen
+#                     takes no `deferred`), so it runs as it is (MODE=tcp)
 #   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated; MODE=tcp can add
 #                     relay_epoll,relay_uring: bench/uring-relay (a bare relay with an
 #                     epoll loop or an io_uring loop, built here with cargo; issue 15's
@@ -57,7 +62,7 @@
 set -euo pipefail
 
 USER_OPTS="" # the options given, for the record in RESULTS.md
-for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE; do
+for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE DEFER; do
 	[[ -n ${!v+x} ]] && USER_OPTS+="$v=${!v} "
 done
 
@@ -495,6 +500,7 @@ main() {
 		port_busy "$p" && die "port $p is already in use on this machine"
 	done
 
+	[[ ${DEFER:-0} == 1 ]] && note "DEFER=1: nginx stream runs without it (its listen takes no deferred)"
 	set_congestion
 	log "temp dir $TMP, fd limit $NOFILE, proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
 	mkdir -p "$TMP/www"

@@ -16,6 +16,7 @@ struct Dir {
     end: usize,
     eof: bool,
     shut: bool,
+    fin_seen: bool, // EPOLLRDHUP on `from`: its FIN is queued behind the bytes still unread
 }
 
 struct Conn {
@@ -76,6 +77,9 @@ pub fn run(listener: RawFd, backends: &[SocketAddrV4]) -> io::Result<()> {
                 }
                 conn.connected = true;
             }
+            if flags & libc::EPOLLRDHUP as u32 != 0 {
+                conn.dirs[(token & 1) as usize].fin_seen = true;
+            }
             if !conn.connected {
                 continue;
             }
@@ -110,6 +114,35 @@ fn accept_all(
             sys::close(c);
             continue;
         };
+        let mut dir = || Dir {
+            buf: pool.pop().unwrap_or_else(|| vec![0; BUF]),
+            start: 0,
+            end: 0,
+            eof: false,
+            shut: false,
+            fin_seen: false,
+        };
+        let mut dirs = [dir(), dir()];
+        if smart_connect() {
+            // The client's first bytes, when they are already here: then the handshake's
+            // last ACK can wait for them (TCP_QUICKACK 0 before connect) and go with them.
+            // SAFETY: the buffer is live and BUF bytes long.
+            let n = unsafe { libc::read(c, dirs[0].buf.as_mut_ptr().cast(), BUF) };
+            if n > 0 {
+                dirs[0].end = n as usize;
+                let zero: libc::c_int = 0;
+                // SAFETY: zero is a live c_int.
+                unsafe {
+                    libc::setsockopt(
+                        s,
+                        libc::IPPROTO_TCP,
+                        libc::TCP_QUICKACK,
+                        (&zero as *const libc::c_int).cast(),
+                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+            }
+        }
         let sa = sys::sockaddr(backend);
         // SAFETY: sa is a live sockaddr_in of SOCKADDR_LEN bytes.
         let rc = unsafe {
@@ -122,6 +155,7 @@ fn accept_all(
         if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS) {
             sys::close(c);
             sys::close(s);
+            pool.extend(dirs.map(|d| d.buf));
             continue;
         }
         let slot = free.pop().unwrap_or_else(|| {
@@ -135,16 +169,9 @@ fn accept_all(
             sys::close(c);
             sys::close(s);
             free.push(slot);
+            pool.extend(dirs.map(|d| d.buf));
             continue;
         }
-        let mut dir = || Dir {
-            buf: pool.pop().unwrap_or_else(|| vec![0; BUF]),
-            start: 0,
-            end: 0,
-            eof: false,
-            shut: false,
-        };
-        let dirs = [dir(), dir()];
         conns[slot] = Some(Conn {
             fds: [c, s],
             connected: false,
@@ -162,7 +189,21 @@ fn pump(conn: &mut Conn) -> Step {
             if dir.start < dir.end {
                 let pending = &dir.buf[dir.start..dir.end];
                 // SAFETY: pending is a live slice of the buffer.
-                let n = unsafe { libc::write(to, pending.as_ptr().cast(), pending.len()) };
+                // With the source's FIN already here (RELAY_FIN_MERGE=1), MSG_MORE holds a
+                // short last segment back for the shutdown that follows: one data+FIN segment.
+                let more = if dir.fin_seen && fin_merge() {
+                    libc::MSG_MORE
+                } else {
+                    0
+                };
+                let n = unsafe {
+                    libc::send(
+                        to,
+                        pending.as_ptr().cast(),
+                        pending.len(),
+                        more | libc::MSG_NOSIGNAL,
+                    )
+                };
                 if n < 0 {
                     if would_block() {
                         break;
@@ -230,6 +271,18 @@ fn so_error(fd: RawFd) -> libc::c_int {
         )
     };
     if rc < 0 { libc::EBADF } else { err }
+}
+
+/// RELAY_SMART_CONNECT=1: read the client before connecting and, with bytes in hand, let
+/// them carry the handshake's last ACK (an experiment: HAProxy's `option tcp-smart-connect`).
+fn smart_connect() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("RELAY_SMART_CONNECT").is_some_and(|v| v == "1"))
+}
+
+fn fin_merge() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("RELAY_FIN_MERGE").is_some_and(|v| v == "1"))
 }
 
 fn would_block() -> bool {

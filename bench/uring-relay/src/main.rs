@@ -9,6 +9,12 @@
 //! difference between them is the loop. `bench/uring.sh` runs both beside lbctl and HAProxy.
 //!
 //! usage: uring-relay epoll|uring LISTEN BACKEND [BACKEND...]   (addresses as 127.0.0.1:port)
+//!
+//! Experiment knobs of the epoll loop (each `=1`; measured for lbctl's `defer_accept`):
+//! RELAY_DEFER_ACCEPT (TCP_DEFER_ACCEPT on the listener), RELAY_SMART_CONNECT (read the
+//! client before connecting; with bytes in hand, TCP_QUICKACK 0 so they carry the
+//! handshake's last ACK), RELAY_FIN_MERGE (MSG_MORE on the last bytes before a FIN that
+//! has already arrived, so data and FIN leave in one segment).
 
 mod epoll;
 mod sys;

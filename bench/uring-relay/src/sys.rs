@@ -58,6 +58,16 @@ pub fn listen(addr: SocketAddrV4) -> io::Result<RawFd> {
             (&sa as *const libc::sockaddr_in).cast(),
             SOCKADDR_LEN,
         ))?;
+        if std::env::var_os("RELAY_DEFER_ACCEPT").is_some_and(|v| v == "1") {
+            let secs: libc::c_int = 1;
+            check(libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ))?;
+        }
         check(libc::listen(fd, 1024))?;
     }
     Ok(fd)
