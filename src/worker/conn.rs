@@ -174,8 +174,8 @@ impl Conn {
         holder: Holder,
         defer_accept: bool,
     ) -> io::Result<&mut ServerConn> {
-        let hold_ack =
-            defer_accept && super::defer::has_bytes(std::os::fd::AsRawFd::as_raw_fd(&self.client));
+        let hold_ack = defer_accept
+            && super::defer::bytes_waiting(std::os::fd::AsRawFd::as_raw_fd(&self.client));
         let up = &mut self.upstream;
         up.server = None;
         up.ready = Ready::default();

@@ -22,7 +22,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// How long the kernel waits for a client's first bytes (seconds, the
 /// TCP_DEFER_ACCEPT value; it rounds up to its SYN-ACK retransmits).
-pub const WAIT_SECS: libc::c_int = 1;
+const WAIT_SECS: libc::c_int = 1;
 
 /// Sets (`on`) or clears TCP_DEFER_ACCEPT on a listening socket. The
 /// sockets are shared with the other workers and kept across reloads, so a
@@ -46,12 +46,10 @@ pub fn set_listener(l: &impl AsRawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// True when `fd` has bytes waiting to be read (SIOCINQ).
-pub fn has_bytes(fd: RawFd) -> bool {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD (SIOCINQ) writes one c_int into the live `n`.
-    let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) };
-    r == 0 && n > 0
+/// True when the client's first bytes wait in its socket (SIOCINQ): only
+/// then is the handshake's last ACK held for them.
+pub fn bytes_waiting(client: RawFd) -> bool {
+    super::sockmap::probe::unread(client).is_ok_and(|n| n > 0)
 }
 
 /// A nonblocking connect to `addr` (in progress when it returns); with
@@ -106,14 +104,20 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let mut c = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         let (mut s, _) = l.accept().expect("accept");
-        assert!(!has_bytes(s.as_raw_fd()), "nothing sent yet");
+        assert!(!bytes_waiting(s.as_raw_fd()), "nothing sent yet");
         c.write_all(b"hi").expect("write");
-        while !has_bytes(s.as_raw_fd()) {
-            std::thread::yield_now(); // loopback: the bytes are a moment away
+        // Loopback: the bytes are a moment away.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !bytes_waiting(s.as_raw_fd()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bytes never showed"
+            );
+            std::thread::yield_now();
         }
         let mut b = [0u8; 2];
         s.read_exact(&mut b).expect("read");
-        assert!(!has_bytes(s.as_raw_fd()), "all read");
+        assert!(!bytes_waiting(s.as_raw_fd()), "all read");
     }
 
     #[test]

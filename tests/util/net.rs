@@ -62,7 +62,7 @@ struct TcpInfo {
     _small: [u8; 8],
     _u32s: [u32; 24],
     _u64s: [u64; 4],
-    segs_out: u32,
+    _segs_out: u32,
     segs_in: u32,
 }
 

@@ -313,16 +313,8 @@ impl Shutdown for mio::net::TcpStream {
     }
 
     fn write_before_fin(&mut self, buf: &[u8]) -> Option<io::Result<usize>> {
-        use std::os::fd::AsRawFd;
         let flags = nix::libc::MSG_MORE | nix::libc::MSG_NOSIGNAL;
-        // SAFETY: `buf` is a live slice of `buf.len()` bytes; the fd is
-        // this stream's socket.
-        let n = unsafe { nix::libc::send(self.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) };
-        Some(if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        })
+        Some(socket2::SockRef::from(&*self).send_with_flags(buf, flags))
     }
 }
 

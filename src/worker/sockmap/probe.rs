@@ -1,7 +1,8 @@
 //! Owns what the kernel data plane asks a socket instead of reading it:
 //! `TCP_INFO` (state, bytes acked, bytes received), the receive and send
 //! queue lengths (`SIOCINQ`, `SIOCOUTQ`), and the epoll interest that
-//! leaves only the peer's FIN and errors to wake the worker.
+//! leaves only the peer's FIN and errors to wake the worker. (`unread`
+//! also tells `defer_accept`'s connect whether the client's bytes wait.)
 //!
 //! Byte accounting from these, per socket:
 //! - *consumed* (bytes taken from its receive queue, by user space or by
@@ -92,6 +93,11 @@ fn queue(fd: RawFd, inq: bool) -> Result<u64, Errno> {
     } else {
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
+
+/// Bytes waiting in `fd`'s receive queue (`SIOCINQ`).
+pub fn unread(fd: RawFd) -> Result<u64, Errno> {
+    queue(fd, true)
 }
 
 /// Bytes taken from `fd`'s receive queue so far, and whether its peer's
