@@ -130,17 +130,7 @@ fn accept_all(
             let n = unsafe { libc::read(c, dirs[0].buf.as_mut_ptr().cast(), BUF) };
             if n > 0 {
                 dirs[0].end = n as usize;
-                let zero: libc::c_int = 0;
-                // SAFETY: zero is a live c_int.
-                unsafe {
-                    libc::setsockopt(
-                        s,
-                        libc::IPPROTO_TCP,
-                        libc::TCP_QUICKACK,
-                        (&zero as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
+                let _ = sys::set_opt(s, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 0);
             }
         }
         let sa = sys::sockaddr(backend);

@@ -38,36 +38,43 @@ pub fn tcp_socket(nonblocking: bool) -> io::Result<RawFd> {
     check(unsafe { libc::socket(libc::AF_INET, ty, 0) })
 }
 
+/// An int-valued socket option.
+pub fn set_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a live c_int and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    check(rc).map(drop)
+}
+
 /// The listening socket, SO_REUSEADDR, backlog 1024, blocking (the epoll loop sets its own
-/// accepts nonblocking with accept4 and polls the listener).
+/// accepts nonblocking with accept4 and polls the listener). RELAY_DEFER_ACCEPT=1 adds
+/// TCP_DEFER_ACCEPT (1 s).
 pub fn listen(addr: SocketAddrV4) -> io::Result<RawFd> {
     let fd = tcp_socket(false)?;
-    let one: libc::c_int = 1;
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if std::env::var_os("RELAY_DEFER_ACCEPT").is_some_and(|v| v == "1") {
+        set_opt(fd, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1)?;
+    }
     let sa = sockaddr(addr);
-    // SAFETY: fd is ours; the option and address point to live locals of the stated sizes.
+    // SAFETY: sa is a live sockaddr_in of SOCKADDR_LEN bytes; fd is ours.
     unsafe {
-        check(libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ))?;
         check(libc::bind(
             fd,
             (&sa as *const libc::sockaddr_in).cast(),
             SOCKADDR_LEN,
         ))?;
-        if std::env::var_os("RELAY_DEFER_ACCEPT").is_some_and(|v| v == "1") {
-            let secs: libc::c_int = 1;
-            check(libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&secs as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ))?;
-        }
         check(libc::listen(fd, 1024))?;
     }
     Ok(fd)

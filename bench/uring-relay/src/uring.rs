@@ -108,7 +108,6 @@ struct Conn {
     armed: [bool; 2], // a multishot recv is in place on side d
     eof: [bool; 2],
     shut: [bool; 2], // side 1 - d was shut down for writing
-    shut_done: u8,
     dead: bool,
 }
 
@@ -329,8 +328,7 @@ impl Relay {
         conn.shut[d] = true;
         // SAFETY: shutdown(2) takes no pointers; the fd is the connection's own.
         unsafe { libc::shutdown(conn.fds[1 - d], libc::SHUT_WR) };
-        conn.shut_done += 1;
-        if conn.shut_done == 2 {
+        if conn.shut == [true; 2] {
             let fds = conn.fds;
             conn.inflight += 2;
             for (s, fd) in fds.into_iter().enumerate() {
@@ -363,7 +361,7 @@ impl Relay {
         let Some(conn) = self.conns[slot].as_ref() else {
             return;
         };
-        let closed = conn.shut_done == 2;
+        let closed = conn.shut == [true; 2];
         if conn.inflight > 0 || !(closed || conn.dead) {
             return;
         }
