@@ -231,15 +231,20 @@ fn sockmap_idle_timeout_spares_kernel_traffic_and_closes_a_quiet_connection() {
     }
     let dir = TempDir::new();
     let echo = Backend::echo();
+    // 3 s, not less: the link happens at the second exchange, and until
+    // the first ping below the connection is quiet for as long as
+    // `linked` takes to see the link in `status` (a process per look: over
+    // a second on a loaded CI machine, which once closed it there, as an
+    // idle connection rightly is).
     let conf = sockmap_conf(&dir, echo.addr()).listen(|mut l| {
-        l.idle_timeout = "1s".to_string();
+        l.idle_timeout = "3s".to_string();
         l
     });
     let (_master, lbctl) = start(&dir, &conf);
     let mut s = linked(&lbctl, conf.bind());
     // Bytes the worker never sees (the kernel relays them) for twice the
     // idle timeout, paced: the connection is not idle.
-    for _ in 0..10 {
+    for _ in 0..30 {
         s.write_all(b"ping").expect("write");
         let mut buf = [0u8; 4];
         s.read_exact(&mut buf).expect("echo while busy");
