@@ -344,6 +344,24 @@ def _table(header, rows):
     return "\n".join([fmt(header), sep] + [fmt(r) for r in rows])
 
 
+def _ratio_rows(results, cols, ratios, keep=lambda test, label: True, rename=lambda label: label):
+    """The ROWS that `keep` keeps and the run measured: the median of each column's
+    target, then each (target, base) ratio, then which way is better."""
+    rows = []
+    for label, test, field, scale, fmtstr, better in ROWS:
+        if not keep(test, label):
+            continue
+        vals = {key: _median(results, key, test, field)[0] for key, _ in cols}
+        if all(v is None for v in vals.values()):
+            continue  # a test this run left out
+        row = [rename(label)] + [fmtstr.format(vals[k] * scale) if vals[k] is not None else "-" for k, _ in cols]
+        for k, base in ratios:
+            v, b = vals[k], vals[base]
+            row.append(f"{v / b:.2f}" if v is not None and b else "-")
+        rows.append(row + [better])
+    return rows
+
+
 RELAYS = [("lbctl", "lbctl"), ("haproxy", "HAProxy"), ("relay_epoll", "relay epoll"), ("relay_uring", "relay io_uring")]
 
 
@@ -351,18 +369,10 @@ def _relay_table(results):
     """The io_uring experiment's table, when the run had the relays; None otherwise."""
     if not any(r.get("proxy", "").startswith("relay_") for r in results):
         return None
-    rows = []
-    for label, test, field, scale, fmtstr, better in ROWS:
-        if test not in ("ka", "close") or "latency" in label:
-            continue
-        vals = {key: _median(results, key, test, field)[0] for key, _ in RELAYS}
-        if all(v is None for v in vals.values()):
-            continue
-        row = [label] + [fmtstr.format(vals[k] * scale) if vals[k] is not None else "-" for k, _ in RELAYS]
-        for k in ("lbctl", "relay_uring"):
-            v, base = vals[k], vals["relay_epoll"]
-            row.append(f"{v / base:.2f}" if v is not None and base else "-")
-        rows.append(row + [better])
+    rows = _ratio_rows(
+        results, RELAYS, [("lbctl", "relay_epoll"), ("relay_uring", "relay_epoll")],
+        keep=lambda test, label: test in ("ka", "close") and "latency" not in label,
+    )
     header = ["median of rounds"] + [n for _, n in RELAYS] + ["lbctl/epoll relay", "io_uring/epoll relay", "better"]
     return _table(header, rows)
 
@@ -406,18 +416,10 @@ def report(path, md_path, meta_path, notes_path):
         )
 
     header = ["median of rounds"] + [name for _, name in proxies] + ["lbctl/HAProxy", "nginx/HAProxy", "better"]
-    rows = []
-    for label, test, field, scale, fmtstr, better in ROWS:
-        row = [label.replace("N idle", f"{conns} idle")]
-        vals = {key: _median(results, key, test, field)[0] for key, _ in proxies}
-        if all(v is None for v in vals.values()):
-            continue  # a test this run left out
-        row += [fmtstr.format(vals[key] * scale) if vals[key] is not None else "-" for key, _ in proxies]
-        for other in ("lbctl", "nginx"):
-            v, ha = vals[other], vals["haproxy"]
-            row.append(f"{v / ha:.2f}" if v is not None and ha else "-")
-        row.append(better)
-        rows.append(row)
+    rows = _ratio_rows(
+        results, proxies, [("lbctl", "haproxy"), ("nginx", "haproxy")],
+        rename=lambda label: label.replace("N idle", f"{conns} idle"),
+    )
     main = _table(header, rows)
 
     w1, _ = _median(results, "lbctl", "close", "rate")
