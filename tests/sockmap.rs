@@ -4,7 +4,8 @@
 //! both ways intact (sha256) while `connections` shows them relayed by the
 //! kernel, the worker barely wakes (context switches) and the byte
 //! counters, read from tcp_info, match;
-//! half-close keeps every byte ahead of the FIN both ways; the idle timeout
+//! half-close keeps every byte ahead of the FIN both ways; both linked
+//! sockets get `sockmap_sndbuf` as their send buffer; the idle timeout
 //! counts the kernel's bytes and closes a quiet connection; a worker without
 //! CAP_BPF (`user = "nobody"`) falls back to splice, says so in `status`
 //! and the log, and still serves. Root only (as CI runs): elsewhere the
@@ -297,6 +298,64 @@ fn sockmap_half_close_keeps_every_byte_ahead_of_the_fin_both_ways() {
     let data = pseudo_random_bytes(4 * MIB, 5);
     let got = echo_through(s, &data);
     assert!(got == data, "echo after half-close");
+}
+
+/// The send buffers (`ss`'s `skmem` `tb`, in bytes as the kernel counts
+/// them) of the established sockets `filter` selects.
+fn send_buffers(filter: &str) -> Vec<u64> {
+    let out = std::process::Command::new("ss")
+        .args(["-tmnH", "state", "established", filter])
+        .output()
+        .expect("ss (iproute2; .ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(",tb")
+        .skip(1)
+        .filter_map(|t| t.split(',').next()?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn sockmap_sndbuf_sizes_both_linked_sockets_send_buffers() {
+    if !root() {
+        return;
+    }
+    let dir = TempDir::new();
+    let echo = Backend::echo();
+    let conf = Conf::new(&dir, &[echo.addr()]).workers(1).listen(|l| {
+        l.line("dataplane = \"sockmap\"")
+            .line("sockmap_sndbuf = \"3MiB\"")
+    });
+    let (_master, lbctl) = start(&dir, &conf);
+    // SO_SNDBUF doubled by the kernel, as for any setsockopt of it.
+    let wanted = 6 * MIB as u64;
+    let client_side = format!("( sport = :{} )", conf.bind().port());
+    let server_side = format!("( dport = :{} )", echo.addr().port());
+    let mut s = connect(conf.bind()).expect("connect");
+    exchange(&mut s, b"request 1");
+    if std::env::var_os(LINK_AT_ONCE_ENV).is_none() {
+        // In user space the kernel's autotuning sizes them.
+        let before = send_buffers(&client_side);
+        assert!(
+            !before.is_empty() && !before.contains(&wanted),
+            "{before:?}"
+        );
+    }
+    exchange(&mut s, b"request 2");
+    assert!(
+        wait_until(WAIT, || kernel_relays(&lbctl)),
+        "linked at the second exchange"
+    );
+    assert_eq!(
+        send_buffers(&client_side),
+        vec![wanted],
+        "the client's socket"
+    );
+    assert!(
+        send_buffers(&server_side).contains(&wanted),
+        "the server's socket: {:?}",
+        send_buffers(&server_side)
+    );
+    exchange(&mut s, b"request 3");
 }
 
 #[test]

@@ -129,6 +129,14 @@ pub struct ListenConfig {
     pub accept_proxy: Option<AcceptProxy>,
     /// `dataplane`: how a `mode = "tcp"` listen moves bytes. Default `auto`.
     pub dataplane: Dataplane,
+    /// `sockmap_sndbuf`: with `dataplane = "sockmap"`, the send buffer each
+    /// socket of a connection gets when the kernel takes it over
+    /// (SO_SNDBUFFORCE, raised only, never lowered), in bytes; 0 leaves the
+    /// kernel's autotuning. Default [`DEFAULT_SOCKMAP_SNDBUF`]. Why: the
+    /// kernel relay retries a full send buffer on a 1-jiffy timer, not on
+    /// the peer's ACK, so a send buffer sized by autotuning (a few hundred
+    /// KiB to 4 MiB) stalls a bulk transfer every few milliseconds.
+    pub sockmap_sndbuf: usize,
     /// `defer_accept = true`: the kernel hands a connection over only once
     /// the client's first bytes are in (TCP_DEFER_ACCEPT, 1 s; HAProxy's
     /// `defer-accept`, nginx's `deferred`), and a connect to a server with
@@ -146,6 +154,11 @@ pub struct AcceptProxy {
     /// the accept, else the connection is closed. Default 5s.
     pub timeout: Duration,
 }
+
+/// `sockmap_sndbuf`'s default: 4 MiB (the kernel doubles it for its own
+/// bookkeeping, as for any SO_SNDBUF). Memory is taken only while a client
+/// reads slower than its server sends.
+pub const DEFAULT_SOCKMAP_SNDBUF: usize = 4 * 1024 * 1024;
 
 /// `dataplane = "auto" | "sockmap"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

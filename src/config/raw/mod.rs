@@ -130,6 +130,8 @@ pub struct RawListen {
     pub accept_proxy: Option<Spanned<bool>>,
     /// `dataplane = "auto" | "sockmap"`.
     pub dataplane: Option<Spanned<String>>,
+    /// `sockmap_sndbuf = "4MiB"`: the send buffer of kernel-relayed sockets.
+    pub sockmap_sndbuf: Option<Spanned<RawSize>>,
     /// `defer_accept = true`: accept once the client's first bytes are in.
     pub defer_accept: Option<Spanned<bool>>,
     /// `tls = { certs = [ { cert, key } ] }`: TLS termination.

@@ -3,11 +3,12 @@
 //! `mode = "tcp"` only). The test knob `LBCTL_FORCE_DATAPLANE=sockmap` in
 //! the environment makes every tcp listen that does not name a dataplane use
 //! `sockmap`, so the whole suite can run on the kernel data plane; it is
-//! for tests, not for operators (a file says what it means).
+//! for tests, not for operators (a file says what it means). Also owns
+//! `sockmap_sndbuf`, which only a `sockmap` listen may set.
 
 use super::{Result, Validator};
-use crate::config::raw::RawListen;
-use crate::config::{Dataplane, Mode};
+use crate::config::raw::{RawListen, RawSize};
+use crate::config::{DEFAULT_SOCKMAP_SNDBUF, Dataplane, Mode};
 
 /// The accepted values.
 pub const DATAPLANES: &[&str] = &["auto", "sockmap"];
@@ -67,6 +68,41 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// `sockmap_sndbuf`: 0 (the kernel's autotuning) or 16KiB to 256MiB;
+    /// only where the dataplane is `sockmap`.
+    pub(super) fn sockmap_sndbuf(
+        &self,
+        p: &str,
+        l: &RawListen,
+        dataplane: Dataplane,
+    ) -> Result<usize> {
+        let Some(s) = &l.sockmap_sndbuf else {
+            return Ok(DEFAULT_SOCKMAP_SNDBUF);
+        };
+        let key = format!("{p}.sockmap_sndbuf");
+        if dataplane != Dataplane::Sockmap {
+            return Err(self.invalid(
+                &key,
+                s,
+                "is only for dataplane = \"sockmap\" (the kernel relay's send buffer)".to_string(),
+            ));
+        }
+        if matches!(s.get_ref(), RawSize::Bytes(0))
+            || matches!(s.get_ref(), RawSize::Text(t) if t == "0B")
+        {
+            return Ok(0);
+        }
+        self.size(
+            &key,
+            s,
+            16 * 1024,
+            256 * 1024 * 1024,
+            "256MiB (or 0: the kernel's autotuning)",
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{listen_with, ok, rejected};
@@ -109,5 +145,44 @@ mod tests {
             4,
         );
         assert!(msg.contains("tls"), "{msg}");
+    }
+
+    #[test]
+    fn sockmap_sndbuf_defaults_to_4_mib_and_takes_sizes_and_0() {
+        let c = ok(&listen_with("dataplane = \"sockmap\""));
+        assert_eq!(c.listens[0].sockmap_sndbuf, 4 * 1024 * 1024);
+        let c = ok(&listen_with(
+            "dataplane = \"sockmap\"\nsockmap_sndbuf = \"8MiB\"",
+        ));
+        assert_eq!(c.listens[0].sockmap_sndbuf, 8 * 1024 * 1024);
+        let c = ok(&listen_with("dataplane = \"sockmap\"\nsockmap_sndbuf = 0"));
+        assert_eq!(c.listens[0].sockmap_sndbuf, 0);
+    }
+
+    #[test]
+    fn bad_sockmap_sndbufs_are_rejected_with_key_and_line() {
+        let key = "listen[0].sockmap_sndbuf";
+        let msg = rejected(
+            &listen_with("dataplane = \"sockmap\"\nsockmap_sndbuf = \"1GiB\""),
+            key,
+            5,
+        );
+        assert!(msg.contains("KiB"), "{msg}");
+        let msg = rejected(
+            &listen_with("dataplane = \"sockmap\"\nsockmap_sndbuf = 100"),
+            key,
+            5,
+        );
+        assert!(msg.contains("out of range"), "{msg}");
+        let msg = rejected(
+            &listen_with("dataplane = \"sockmap\"\nsockmap_sndbuf = \"1024MiB\""),
+            key,
+            5,
+        );
+        assert!(msg.contains("256MiB"), "{msg}");
+        if std::env::var(super::FORCE_ENV).is_err() {
+            let msg = rejected(&listen_with("sockmap_sndbuf = \"4MiB\""), key, 4);
+            assert!(msg.contains("sockmap"), "{msg}");
+        }
     }
 }

@@ -104,7 +104,7 @@ impl Validator<'_> {
     }
 
     /// A size in `min..=max`; `max_text` is how the error names the maximum.
-    fn size(
+    pub(super) fn size(
         &self,
         key: &str,
         s: &Spanned<RawSize>,

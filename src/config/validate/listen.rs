@@ -192,6 +192,7 @@ impl Validator<'_> {
                 ),
             ));
         }
+        let dataplane = self.dataplane(&p, l, mode)?;
         Ok(ListenConfig {
             name,
             bind,
@@ -209,7 +210,8 @@ impl Validator<'_> {
             client_limits: self.client_limits(&p, l)?,
             access_log: self.access_log(&p, l)?,
             accept_proxy: self.accept_proxy(&p, l)?,
-            dataplane: self.dataplane(&p, l, mode)?,
+            dataplane,
+            sockmap_sndbuf: self.sockmap_sndbuf(&p, l, dataplane)?,
             defer_accept: l.defer_accept.as_ref().is_some_and(|d| *d.get_ref()),
             tls: self.tls(&p, l)?,
         })

@@ -130,11 +130,14 @@ pub struct SockmapRelay {
     /// bytes moved (true: client → server), for the link rule.
     turns: u8,
     last_up: Option<bool>,
+    /// The listen's `sockmap_sndbuf`, given to both sockets at the link.
+    sndbuf: usize,
 }
 
 impl SockmapRelay {
-    /// A new connection whose client socket is registered under `token`.
-    pub fn new(plane: Rc<Plane>, client_token: usize) -> SockmapRelay {
+    /// A new connection whose client socket is registered under `token`,
+    /// of a listen whose `sockmap_sndbuf` is `sndbuf`.
+    pub fn new(plane: Rc<Plane>, client_token: usize, sndbuf: usize) -> SockmapRelay {
         SockmapRelay {
             plane,
             client_token,
@@ -143,6 +146,7 @@ impl SockmapRelay {
             unreported: 0,
             turns: 0,
             last_up: None,
+            sndbuf,
         }
     }
 
@@ -255,6 +259,8 @@ impl SockmapRelay {
             return Ok(Stage::Refused);
         };
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
+        probe::raise_sndbuf(client.as_fd(), self.sndbuf);
+        probe::raise_sndbuf(server.as_fd(), self.sndbuf);
         let bases = (|| {
             let (ca, _, _) = probe::consumed(a)?;
             let eb = probe::entered(b)?;

@@ -102,6 +102,7 @@ pub fn session_for(
             Some(Session::Sockmap(Box::new(SockmapRelay::new(
                 p.clone(),
                 token,
+                listen.sockmap_sndbuf,
             ))))
         }
         _ => None,

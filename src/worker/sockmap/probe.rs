@@ -1,8 +1,9 @@
 //! Owns what the kernel data plane asks a socket instead of reading it:
 //! `TCP_INFO` (state, bytes acked, bytes received), the receive and send
 //! queue lengths (`SIOCINQ`, `SIOCOUTQ`), and the epoll interest that
-//! leaves only the peer's FIN and errors to wake the worker. (`unread`
-//! also tells `defer_accept`'s connect whether the client's bytes wait.)
+//! leaves only the peer's FIN and errors to wake the worker, and the send
+//! buffer it raises at the link ([`raise_sndbuf`]). (`unread` also tells
+//! `defer_accept`'s connect whether the client's bytes wait.)
 //!
 //! Byte accounting from these, per socket:
 //! - *consumed* (bytes taken from its receive queue, by user space or by
@@ -19,7 +20,8 @@
 
 use nix::errno::Errno;
 use nix::libc;
-use std::os::fd::RawFd;
+use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+use std::os::fd::{BorrowedFd, RawFd};
 
 /// `TCP_CLOSE_WAIT`, `TCP_LAST_ACK`, `TCP_CLOSING`, `TCP_TIME_WAIT`,
 /// `TCP_CLOSE`: the peer's FIN arrived (or the socket is closed).
@@ -128,4 +130,61 @@ pub fn watch_fin_only(epoll: RawFd, fd: RawFd, token: usize) -> Result<(), Errno
     // SAFETY: `ev` is a live epoll_event; EPOLL_CTL_MOD only reads it.
     let r = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_MOD, fd, &mut ev) };
     if r < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// Raises `fd`'s send buffer to `bytes` (`sockmap_sndbuf`, as SO_SNDBUF
+/// takes it: the kernel doubles it) where it is below; never lowers it, and
+/// 0 leaves it alone. SO_SNDBUFFORCE first (CAP_NET_ADMIN, which the relay
+/// needs anyway), so `net.core.wmem_max` does not cap it; else SO_SNDBUF,
+/// capped. Best effort: a socket that keeps its buffer is still relayed.
+///
+/// Why at the link: when a redirected skb finds the destination's send
+/// buffer full, the kernel's psock worker retries on a 1-jiffy timer (4 ms
+/// at HZ=250) rather than on the ACK that frees room, so a bulk transfer
+/// through a buffer sized by autotuning stalls every few milliseconds.
+pub fn raise_sndbuf(fd: BorrowedFd<'_>, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let current = getsockopt(&fd, sockopt::SndBuf).unwrap_or(0);
+    if current >= bytes.saturating_mul(2) {
+        return;
+    }
+    if setsockopt(&fd, sockopt::SndBufForce, &bytes).is_err() {
+        let _ = setsockopt(&fd, sockopt::SndBuf, &bytes);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::raise_sndbuf;
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd;
+
+    fn sndbuf(s: &TcpStream) -> usize {
+        getsockopt(&s.as_fd(), sockopt::SndBuf).expect("SO_SNDBUF")
+    }
+
+    #[test]
+    fn raise_sndbuf_raises_to_the_floor_and_never_lowers() {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let s = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let before = sndbuf(&s);
+        let floor = 3 * 1024 * 1024;
+        raise_sndbuf(s.as_fd(), floor);
+        let after = sndbuf(&s);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(after, 2 * floor, "SO_SNDBUFFORCE past wmem_max");
+        } else {
+            assert!(after >= before, "{before} -> {after}");
+        }
+        // Above the floor already: left as it is.
+        setsockopt(&s.as_fd(), sockopt::SndBuf, &(1024 * 1024)).expect("set");
+        let set = sndbuf(&s);
+        raise_sndbuf(s.as_fd(), 256 * 1024);
+        assert_eq!(sndbuf(&s), set);
+        raise_sndbuf(s.as_fd(), 0);
+        assert_eq!(sndbuf(&s), set);
+    }
 }
