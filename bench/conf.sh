@@ -60,6 +60,9 @@ EOF
 	if [[ $MODE == tcp && -n ${DATAPLANE:-} ]]; then
 		echo "dataplane = \"$DATAPLANE\"" >>"$dir/lbctl.toml"
 	fi
+	if [[ $MODE == tcp && ${DATAPLANE:-} == sockmap && -n ${SOCKMAP_SNDBUF:-} ]]; then
+		echo "sockmap_sndbuf = \"$SOCKMAP_SNDBUF\"" >>"$dir/lbctl.toml"
+	fi
 	if [[ ${DEFER:-0} == 1 ]]; then
 		echo "defer_accept = true" >>"$dir/lbctl.toml"
 	fi

@@ -31,6 +31,8 @@
 #   DATAPLANE=sockmap  MODE=tcp: lbctl's listen gets dataplane = "sockmap" (the kernel
 #                     relays the bytes; lbctl must run as root, else it falls back to
 #                     splice, which the run's notes then say). Default: none (auto).
+#   SOCKMAP_SNDBUF=16MiB  with DATAPLANE=sockmap: lbctl's sockmap_sndbuf (a size
+#                     string; "0B": the kernel's autotuning). Default: lbctl's (4 MiB).
 #   DEFER=1          every proxy waits for the client's first bytes before the accept
 #                     and lets them carry the handshake's last ACK to the server:
 #                     lbctl defer_accept = true; HAProxy bind defer-accept and option
@@ -62,7 +64,7 @@
 set -euo pipefail
 
 USER_OPTS="" # the options given, for the record in RESULTS.md
-for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE DEFER; do
+for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE SOCKMAP_SNDBUF DEFER; do
 	[[ -n ${!v+x} ]] && USER_OPTS+="$v=${!v} "
 done
 
