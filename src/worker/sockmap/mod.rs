@@ -262,14 +262,17 @@ impl SockmapRelay {
         probe::raise_sndbuf(client.as_fd(), self.sndbuf);
         probe::raise_sndbuf(server.as_fd(), self.sndbuf);
         let bases = (|| {
-            let (ca, _, _) = probe::consumed(a)?;
-            let eb = probe::entered(b)?;
-            let (cb, _, _) = probe::consumed(b)?;
-            let ea = probe::entered(a)?;
+            let ca = probe::settled_consumed(a)?;
+            let eb = probe::settled_entered(b)?;
+            let cb = probe::settled_consumed(b)?;
+            let ea = probe::settled_entered(a)?;
             Ok::<_, nix::errno::Errno>((ca, eb, cb, ea))
         })();
-        let Ok((ca, eb, cb, ea)) = bases else {
-            return Ok(Stage::Refused);
+        let (ca, eb, cb, ea) = match bases {
+            Ok(b) => b,
+            // Packets kept moving the figures: try again at the next event.
+            Err(nix::errno::Errno::EAGAIN) => return Ok(Stage::User),
+            Err(_) => return Ok(Stage::Refused),
         };
         match self.plane.relay.link(client.as_fd(), server.as_fd()) {
             Ok(_) => {}
@@ -412,11 +415,11 @@ impl Kernel {
         }
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
         let mut waiting = false;
-        waiting |= forward_fin(&mut self.up, a, server)?;
+        waiting |= forward_fin(&mut self.up, &*client, &*server, "client")?;
         if self.up.shut {
             self.first_fin.get_or_insert(true);
         }
-        waiting |= forward_fin(&mut self.down, b, client)?;
+        waiting |= forward_fin(&mut self.down, &*server, &*client, "server")?;
         if self.down.shut {
             self.first_fin.get_or_insert(false);
         }
@@ -442,16 +445,19 @@ impl Kernel {
 }
 
 /// Forwards the source's FIN to `dst` once every byte consumed from the
-/// source has entered `dst`'s send queue; true while a FIN waits for that.
-fn forward_fin(half: &mut Half, src: RawFd, dst: &TcpStream) -> io::Result<bool> {
+/// source (`from` names it in the log) has entered `dst`'s send queue; true
+/// while a FIN waits for that. More bytes in `dst` than left the source
+/// would be a kernel relay that duplicated bytes: the stream is corrupt, so
+/// both peers get a reset instead of a clean end, and the log says so.
+fn forward_fin(half: &mut Half, src: &TcpStream, dst: &TcpStream, from: &str) -> io::Result<bool> {
     if half.shut {
         return Ok(false);
     }
-    let (consumed, fin, inq) = probe::consumed(src)?;
+    let (consumed, fin, inq) = probe::consumed(src.as_raw_fd())?;
     if inq > 0 {
         // Bytes left in the receive queue (they came before the link and
         // no later segment ran the verdict): push them through now.
-        let _ = crate::bpf::relay::kick(src);
+        let _ = crate::bpf::relay::kick(src.as_raw_fd());
     }
     if !fin {
         return Ok(false);
@@ -460,8 +466,27 @@ fn forward_fin(half: &mut Half, src: RawFd, dst: &TcpStream) -> io::Result<bool>
         return Ok(true);
     }
     let entered = probe::entered(dst.as_raw_fd())?;
-    if entered.saturating_sub(half.dst_base) < consumed.saturating_sub(half.src_base) {
-        return Ok(true);
+    match fin_check(
+        consumed.saturating_sub(half.src_base),
+        entered,
+        half.dst_base,
+    ) {
+        FinCheck::Wait => return Ok(true),
+        FinCheck::Go => {}
+        FinCheck::Excess(n) => {
+            for s in [src, dst] {
+                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+            }
+            eprintln!(
+                "lbctl worker {}: dataplane sockmap: {n} bytes more reached the {} than left the {from} (the kernel relay duplicated bytes): both connections reset",
+                std::process::id(),
+                if from == "client" { "server" } else { "client" },
+            );
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "kernel relay duplicated bytes",
+            ));
+        }
     }
     match dst.shutdown(Shutdown::Write) {
         Ok(()) => {}
@@ -471,4 +496,44 @@ fn forward_fin(half: &mut Half, src: RawFd, dst: &TcpStream) -> io::Result<bool>
     half.shut = true;
     half.moved = consumed.saturating_sub(half.src_base);
     Ok(false)
+}
+
+/// What a source's FIN may do, from the bytes consumed from the source
+/// since the link and the destination's entered bytes and base.
+#[derive(Debug, PartialEq, Eq)]
+enum FinCheck {
+    /// Bytes are still on their way into the destination.
+    Wait,
+    /// Every byte is in: forward the FIN.
+    Go,
+    /// More bytes entered the destination than left the source.
+    Excess(u64),
+}
+
+fn fin_check(consumed: u64, entered: u64, dst_base: u64) -> FinCheck {
+    let entered = entered.saturating_sub(dst_base);
+    match entered.cmp(&consumed) {
+        std::cmp::Ordering::Less => FinCheck::Wait,
+        std::cmp::Ordering::Equal => FinCheck::Go,
+        std::cmp::Ordering::Greater => FinCheck::Excess(entered - consumed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FinCheck, fin_check};
+
+    #[test]
+    fn a_fin_waits_for_its_bytes_goes_when_all_are_in_and_excess_is_caught() {
+        assert_eq!(fin_check(100, 1050, 1000), FinCheck::Wait);
+        assert_eq!(fin_check(100, 1100, 1000), FinCheck::Go);
+        assert_eq!(fin_check(0, 1000, 1000), FinCheck::Go);
+        assert_eq!(
+            fin_check(100, 131_066 + 1000, 1000),
+            FinCheck::Excess(130_966)
+        );
+        // A destination figure below its base (never, with settled bases)
+        // counts as nothing entered yet.
+        assert_eq!(fin_check(5, 10, 1000), FinCheck::Wait);
+    }
 }

@@ -16,7 +16,9 @@
 //! Each figure is read with `TCP_INFO` first and the queue length second,
 //! so a packet in between can only make it smaller, never larger: a check
 //! "every byte consumed from A entered B" that holds on these figures
-//! holds for the kernel's.
+//! holds for the kernel's. The bases these figures are counted from, read
+//! at the link, must not be low either: [`settled_consumed`] and
+//! [`settled_entered`] read until no packet moved them.
 
 use nix::errno::Errno;
 use nix::libc;
@@ -116,6 +118,45 @@ pub fn entered(fd: RawFd) -> Result<u64, Errno> {
     let i = info(fd)?;
     let outq = queue(fd, false)?;
     Ok(i.acked + outq)
+}
+
+/// How many times a settled figure is read before the link gives up.
+const SETTLE_TRIES: usize = 8;
+
+/// [`consumed`] as a base at the link: read `TCP_INFO`, `SIOCINQ`, then
+/// `TCP_INFO` again until no packet arrived in between. The plain reading
+/// can come out low (bytes that arrive between its two calls are in the
+/// queue but not yet in `bytes_received`): fine for a current figure, but a
+/// base too low would make the kernel's count look larger than it is, and
+/// hold a FIN for bytes that never come. Before the link the worker is the
+/// socket's only reader, so only packets move these figures. EAGAIN when
+/// packets kept arriving.
+pub fn settled_consumed(fd: RawFd) -> Result<u64, Errno> {
+    for _ in 0..SETTLE_TRIES {
+        let i = info(fd)?;
+        let inq = queue(fd, true)?;
+        let again = info(fd)?;
+        if (again.received, again.fin) == (i.received, i.fin) {
+            return Ok(i.received.saturating_sub(inq + u64::from(i.fin)));
+        }
+    }
+    Err(Errno::EAGAIN)
+}
+
+/// [`entered`] as a base at the link, settled the same way: an ACK between
+/// `TCP_INFO` and `SIOCOUTQ` makes the plain reading low, and a base too
+/// low would let a FIN go before the bytes it must follow. Before the link
+/// only the worker writes to the socket, so only ACKs move these figures.
+pub fn settled_entered(fd: RawFd) -> Result<u64, Errno> {
+    for _ in 0..SETTLE_TRIES {
+        let i = info(fd)?;
+        let outq = queue(fd, false)?;
+        let again = info(fd)?;
+        if again.acked == i.acked {
+            return Ok(i.acked + outq);
+        }
+    }
+    Err(Errno::EAGAIN)
 }
 
 /// Makes `fd`'s registration in `epoll` (under `token`) wake only for the
