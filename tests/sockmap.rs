@@ -307,6 +307,11 @@ fn send_buffers(filter: &str) -> Vec<u64> {
         .args(["-tmnH", "state", "established", filter])
         .output()
         .expect("ss (iproute2; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "ss {filter}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     text.split(",tb")
         .skip(1)

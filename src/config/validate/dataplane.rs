@@ -7,7 +7,7 @@
 //! `sockmap_sndbuf`, which only a `sockmap` listen may set.
 
 use super::{Result, Validator};
-use crate::config::raw::{RawListen, RawSize};
+use crate::config::raw::RawListen;
 use crate::config::{DEFAULT_SOCKMAP_SNDBUF, Dataplane, Mode};
 
 /// The accepted values.
@@ -69,8 +69,8 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
-    /// `sockmap_sndbuf`: 0 (the kernel's autotuning) or 16KiB to 256MiB;
-    /// only where the dataplane is `sockmap`.
+    /// `sockmap_sndbuf`: 0 in any unit (the kernel's autotuning) or 16KiB to
+    /// 256MiB; only where the dataplane is `sockmap`.
     pub(super) fn sockmap_sndbuf(
         &self,
         p: &str,
@@ -88,18 +88,19 @@ impl Validator<'_> {
                 "is only for dataplane = \"sockmap\" (the kernel relay's send buffer)".to_string(),
             ));
         }
-        if matches!(s.get_ref(), RawSize::Bytes(0))
-            || matches!(s.get_ref(), RawSize::Text(t) if t == "0B")
-        {
-            return Ok(0);
+        // 0 in any unit is the kernel's autotuning; else 16KiB to 256MiB.
+        let max = 256 * 1024 * 1024;
+        let b = self.size(&key, s, 0, max, "256MiB")?;
+        if b != 0 && b < 16 * 1024 {
+            return self.size(
+                &key,
+                s,
+                16 * 1024,
+                max,
+                "256MiB (or 0: the kernel's autotuning)",
+            );
         }
-        self.size(
-            &key,
-            s,
-            16 * 1024,
-            256 * 1024 * 1024,
-            "256MiB (or 0: the kernel's autotuning)",
-        )
+        Ok(b)
     }
 }
 
@@ -155,8 +156,12 @@ mod tests {
             "dataplane = \"sockmap\"\nsockmap_sndbuf = \"8MiB\"",
         ));
         assert_eq!(c.listens[0].sockmap_sndbuf, 8 * 1024 * 1024);
-        let c = ok(&listen_with("dataplane = \"sockmap\"\nsockmap_sndbuf = 0"));
-        assert_eq!(c.listens[0].sockmap_sndbuf, 0);
+        for zero in ["0", "\"0B\"", "\"0KiB\""] {
+            let c = ok(&listen_with(&format!(
+                "dataplane = \"sockmap\"\nsockmap_sndbuf = {zero}"
+            )));
+            assert_eq!(c.listens[0].sockmap_sndbuf, 0, "{zero}");
+        }
     }
 
     #[test]

@@ -14,17 +14,21 @@
 //!    test knob [`LINK_AT_ONCE_ENV`] links every connection at once instead
 //!    (the CI matrix runs the suite so, to take every test through the
 //!    kernel relay);
-//! 2. *link*: the byte bases of both sockets are read ([`probe`]), the pair
-//!    enters the maps, its epoll interest shrinks to the peer's FIN and
-//!    errors, and bytes already queued are pushed through the verdict. A
-//!    socket the kernel will not take (already half-closed, map full) leaves
-//!    the connection in user space: refused per connection, never failed;
+//! 2. *link*: the byte bases of both sockets are read ([`probe`], settled:
+//!    re-read until no packet moved them; not while urgent data is pending,
+//!    which throws `SIOCINQ` off: then at the next event), the pair enters
+//!    the maps, both send buffers are raised to `sockmap_sndbuf`, its epoll
+//!    interest shrinks to the peer's FIN and errors, and bytes already
+//!    queued are pushed through the verdict. A socket the kernel will not
+//!    take (already half-closed, map full) leaves the connection in user
+//!    space: refused per connection, never failed;
 //! 3. *kernel*: on a FIN event, or on its own timers, the session compares
 //!    per direction the bytes consumed from the source with the bytes that
 //!    entered the destination's send queue, and forwards the FIN
 //!    (`shutdown(Write)`) only when they are equal, so a FIN never overtakes
 //!    redirected bytes still queued in the kernel; until then it re-checks
-//!    on a short back-off timer. A tick every second refreshes the byte
+//!    on a short back-off timer. More bytes in the destination than left
+//!    the source (bytes the kernel duplicated) resets both sides instead. A tick every second refreshes the byte
 //!    counters (`status`, `connections`) and the idle time; both directions
 //!    shut is the end, and closing the fds takes the sockets out of the maps.
 
@@ -43,6 +47,8 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 /// Bytes one way after which a connection is linked without a second
@@ -252,15 +258,20 @@ impl SockmapRelay {
         Ok(true)
     }
 
-    /// Tries the link: the stage it leads to (`Kernel`, `Refused`, or
-    /// `Unwinding` a partial link); an error when the connection is broken.
+    /// Tries the link: the stage it leads to (`Kernel`, `Refused`,
+    /// `Unwinding` a partial link, or `User` to try again at the next event:
+    /// urgent data pending, or packets kept moving the byte figures); an
+    /// error when the connection is broken.
     fn link(&self, client: &TcpStream, upstream: &Upstream, now: Instant) -> io::Result<Stage> {
         let Some(server) = upstream.server.as_deref() else {
             return Ok(Stage::Refused);
         };
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
-        probe::raise_sndbuf(client.as_fd(), self.sndbuf);
-        probe::raise_sndbuf(server.as_fd(), self.sndbuf);
+        if probe::urgent_pending(a) || probe::urgent_pending(b) {
+            // SIOCINQ stops at an urgent mark: link once user space has
+            // read past it.
+            return Ok(Stage::User);
+        }
         let bases = (|| {
             let ca = probe::settled_consumed(a)?;
             let eb = probe::settled_entered(b)?;
@@ -285,6 +296,8 @@ impl SockmapRelay {
                 });
             }
         }
+        probe::raise_sndbuf(client.as_fd(), self.sndbuf);
+        probe::raise_sndbuf(server.as_fd(), self.sndbuf);
         let epoll = self.plane.epoll;
         let watched = probe::watch_fin_only(epoll, a, self.client_token)
             .and_then(|()| probe::watch_fin_only(epoll, b, server_token(upstream)));
@@ -415,11 +428,11 @@ impl Kernel {
         }
         let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
         let mut waiting = false;
-        waiting |= forward_fin(&mut self.up, &*client, &*server, "client")?;
+        waiting |= forward_fin(&mut self.up, &*client, &*server, true)?;
         if self.up.shut {
             self.first_fin.get_or_insert(true);
         }
-        waiting |= forward_fin(&mut self.down, &*server, &*client, "server")?;
+        waiting |= forward_fin(&mut self.down, &*server, &*client, false)?;
         if self.down.shut {
             self.first_fin.get_or_insert(false);
         }
@@ -444,12 +457,22 @@ impl Kernel {
     }
 }
 
+/// Connections reset because their byte counts disagreed (this worker):
+/// the log says the first and each power of two.
+static EXCESS: AtomicU64 = AtomicU64::new(0);
+
 /// Forwards the source's FIN to `dst` once every byte consumed from the
-/// source (`from` names it in the log) has entered `dst`'s send queue; true
-/// while a FIN waits for that. More bytes in `dst` than left the source
-/// would be a kernel relay that duplicated bytes: the stream is corrupt, so
-/// both peers get a reset instead of a clean end, and the log says so.
-fn forward_fin(half: &mut Half, src: &TcpStream, dst: &TcpStream, from: &str) -> io::Result<bool> {
+/// source (the client when `from_client`) has entered `dst`'s send queue;
+/// true while a FIN waits for that. More bytes in `dst` than left the
+/// source would be a kernel relay that duplicated bytes: the stream is
+/// corrupt, so both peers get a reset instead of a clean end, and the log
+/// says so.
+fn forward_fin(
+    half: &mut Half,
+    src: &TcpStream,
+    dst: &TcpStream,
+    from_client: bool,
+) -> io::Result<bool> {
     if half.shut {
         return Ok(false);
     }
@@ -474,17 +497,31 @@ fn forward_fin(half: &mut Half, src: &TcpStream, dst: &TcpStream, from: &str) ->
         FinCheck::Wait => return Ok(true),
         FinCheck::Go => {}
         FinCheck::Excess(n) => {
+            // A reset that landed since the caller's look leaves a closed
+            // socket without its FIN counted: an error, not an excess.
+            for s in [src, dst] {
+                if let Some(e) = s.take_error()? {
+                    return Err(e);
+                }
+            }
             for s in [src, dst] {
                 let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
             }
-            eprintln!(
-                "lbctl worker {}: dataplane sockmap: {n} bytes more reached the {} than left the {from} (the kernel relay duplicated bytes): both connections reset",
-                std::process::id(),
-                if from == "client" { "server" } else { "client" },
-            );
+            let seen = EXCESS.fetch_add(1, Relaxed) + 1;
+            if seen.is_power_of_two() {
+                let (from, to) = if from_client {
+                    ("client", "server")
+                } else {
+                    ("server", "client")
+                };
+                eprintln!(
+                    "lbctl worker {}: dataplane sockmap: byte counts disagree: {n} bytes more reached the {to} than left the {from} (bytes duplicated by the kernel relay?): both sides reset ({seen} such connections so far)",
+                    std::process::id(),
+                );
+            }
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "kernel relay duplicated bytes",
+                "kernel relay byte counts disagree",
             ));
         }
     }
