@@ -66,6 +66,9 @@ EOF
 	if [[ ${DEFER:-0} == 1 ]]; then
 		echo "defer_accept = true" >>"$dir/lbctl.toml"
 	fi
+	if [[ ${SMART:-0} == 1 ]]; then
+		echo "smart_connect = true" >>"$dir/lbctl.toml"
+	fi
 	if [[ $MODE == http ]]; then
 		cat >>"$dir/lbctl.toml" <<EOF
 pool = { max_idle = 64, idle_timeout = "30s" }
@@ -78,6 +81,8 @@ write_haproxy_conf() {
 	local HAPROXY_BIND_OPTS="" HAPROXY_LISTEN_OPTS=""
 	if [[ ${DEFER:-0} == 1 ]]; then
 		HAPROXY_BIND_OPTS=" defer-accept"
+		HAPROXY_LISTEN_OPTS=$'\n    option tcp-smart-connect'
+	elif [[ ${SMART:-0} == 1 ]]; then
 		HAPROXY_LISTEN_OPTS=$'\n    option tcp-smart-connect'
 	fi
 	mkdir -p "$TMP/haproxy"

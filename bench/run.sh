@@ -38,6 +38,11 @@
 #                     lbctl defer_accept = true; HAProxy bind defer-accept and option
 #                     tcp-smart-connect; nginx stream has no equivalent (its listen
 #                     takes no `deferred`), so it runs as it is (MODE=tcp)
+#   SMART=1          every proxy's connect holds the handshake's last ACK for the
+#                     client's first bytes, without a deferred accept: lbctl
+#                     smart_connect = true (on every connect); HAProxy option
+#                     tcp-smart-connect (which holds it only when the bytes are
+#                     already in at the connect); nginx has no equivalent
 #   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated; MODE=tcp can add
 #                     relay_epoll,relay_uring: bench/uring-relay (a bare relay with an
 #                     epoll loop or an io_uring loop, built here with cargo; issue 15's
@@ -64,7 +69,7 @@
 set -euo pipefail
 
 USER_OPTS="" # the options given, for the record in RESULTS.md
-for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE SOCKMAP_SNDBUF DEFER; do
+for v in MODE TESTS ROUNDS DURATION WARMUP CONNS ONLY WORKERS2 BUILD LBCTL PROXY_CPU LOAD_CPU CC DATAPLANE SOCKMAP_SNDBUF DEFER SMART; do
 	[[ -n ${!v+x} ]] && USER_OPTS+="$v=${!v} "
 done
 
@@ -503,6 +508,7 @@ main() {
 	done
 
 	[[ ${DEFER:-0} == 1 ]] && note "DEFER=1: nginx stream runs without it (its listen takes no deferred)"
+	[[ ${SMART:-0} == 1 ]] && note "SMART=1: nginx runs without it (it has no equivalent)"
 	set_congestion
 	log "temp dir $TMP, fd limit $NOFILE, proxy on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
 	mkdir -p "$TMP/www"

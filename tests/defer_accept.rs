@@ -1,8 +1,8 @@
-//! Owns the tests of `defer_accept = true`: the client's first bytes carry
-//! the handshake's last ACK to the server (seen from the server's side, by
-//! counting the segments its socket received), a server that speaks first
-//! still gets its client (after the kernel's wait), and a bad value is
-//! refused naming the key and line.
+//! Owns the tests of `defer_accept = true` and `smart_connect = true`: the
+//! client's first bytes carry the handshake's last ACK to the server (seen
+//! from the server's side, by counting the segments its socket received),
+//! a server that speaks first still gets its client (after the kernel's
+//! wait), and a bad value is refused naming the key and line.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -100,5 +100,47 @@ fn check_rejects_a_defer_accept_that_is_not_a_boolean() {
         .run("check", &[])
         .assert_code(1)
         .assert_contains("defer_accept")
+        .assert_contains("line");
+}
+
+#[test]
+fn with_smart_connect_the_first_bytes_carry_the_handshakes_last_ack() {
+    // No deferred accept: the connect starts at the client's handshake,
+    // and the ACK waits for the client's bytes all the same.
+    const N: usize = 5;
+    let (addr, t) = segment_counter(N);
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &[addr])
+        .workers(1)
+        .listen(|l| l.line("smart_connect = true"));
+    let held = counts(&dir, &conf, N);
+    t.join().expect("server");
+    assert!(held.contains(&2), "with smart_connect: {held:?}");
+    assert!(held.iter().all(|&n| n <= 3), "with smart_connect: {held:?}");
+}
+
+#[test]
+fn a_server_that_speaks_first_still_gets_its_client_with_smart_connect() {
+    // The client sends nothing: the kernel's delayed ACK completes the
+    // server's handshake, and the greeting comes through.
+    let greeter = Backend::fixed("220 hello\r\n");
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &[greeter.addr()])
+        .workers(1)
+        .listen(|l| l.line("smart_connect = true"));
+    let _master = Master::start(&dir, &conf.write(&dir));
+    assert_eq!(fetch(conf.bind()).expect("fetch"), "220 hello\r\n");
+}
+
+#[test]
+fn check_rejects_a_smart_connect_that_is_not_a_boolean() {
+    let dir = TempDir::new();
+    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")])
+        .listen(|l| l.line("smart_connect = 1"));
+    let path = conf.write(&dir);
+    Lbctl::new(&dir, &path)
+        .run("check", &[])
+        .assert_code(1)
+        .assert_contains("smart_connect")
         .assert_contains("line");
 }

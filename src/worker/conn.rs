@@ -162,9 +162,10 @@ impl Conn {
 
     /// Starts a connect attempt to `server_id` at `addr` (TCP_NODELAY set
     /// at once: one place for it, whichever way the connect completes); the
-    /// socket gets a token slot held by `holder` (this connection). With
-    /// `defer_accept` on the listen and the client's bytes waiting, the
-    /// handshake's last ACK waits to go with them (`worker/defer.rs`).
+    /// socket gets a token slot held by `holder` (this connection). `hold`
+    /// says whether the handshake's last ACK waits for the first bytes
+    /// written (`smart_connect`, or `defer_accept` with the client's bytes
+    /// waiting: `worker/defer.rs`).
     pub fn start_connect(
         &mut self,
         server_id: ServerId,
@@ -172,10 +173,9 @@ impl Conn {
         deadline: Instant,
         tokens: &mut ServerTokens,
         holder: Holder,
-        defer_accept: bool,
+        hold: super::defer::HoldAck,
     ) -> io::Result<&mut ServerConn> {
-        let hold_ack = defer_accept
-            && super::defer::bytes_waiting(std::os::fd::AsRawFd::as_raw_fd(&self.client));
+        let hold_ack = hold.now(std::os::fd::AsRawFd::as_raw_fd(&self.client));
         let up = &mut self.upstream;
         up.server = None;
         up.ready = Ready::default();

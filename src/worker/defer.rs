@@ -1,16 +1,20 @@
-//! Owns `defer_accept` (a listen key): TCP_DEFER_ACCEPT on the worker's
-//! listening sockets, so the kernel hands a connection over only once the
-//! client's first bytes are in (or after 1 s without them), and the connect
-//! to a server made with those bytes waiting, which asks the kernel to hold
-//! the handshake's last ACK back (TCP_QUICKACK off before connect) so that
-//! the bytes, forwarded as soon as the connect completes, carry it: one
-//! segment less to the server and one wake-up less for it (accept and
-//! request at once). HAProxy's `defer-accept` and `tcp-smart-connect`,
-//! nginx's `deferred`.
+//! Owns `defer_accept` and `smart_connect` (listen keys). `defer_accept`:
+//! TCP_DEFER_ACCEPT on the worker's listening sockets, so the kernel hands
+//! a connection over only once the client's first bytes are in (or after
+//! 1 s without them), and the connect to a server made with those bytes
+//! waiting asks the kernel to hold the handshake's last ACK back
+//! (TCP_QUICKACK off before connect) so that the bytes, forwarded as soon
+//! as the connect completes, carry it: one segment less to the server and
+//! one wake-up less for it (accept and request at once). HAProxy's
+//! `defer-accept` and `tcp-smart-connect`, nginx's `deferred`.
 //!
-//! The ACK is held only when the client's bytes are already readable: a
-//! server that speaks first would otherwise wait for the kernel's delayed
-//! ACK (up to 200 ms) before its accept returns.
+//! With `defer_accept` alone the ACK is held only when the client's bytes
+//! are already readable: a server that speaks first would otherwise wait
+//! for the kernel's delayed ACK (up to 200 ms) before its accept returns.
+//! `smart_connect` holds it on every connect, accepting that wait for
+//! server-first protocols: without the deferred accept the connect starts
+//! as soon as the client's handshake is done, alongside its first bytes,
+//! instead of after them, and the ACK still goes with them ([`HoldAck`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,8 +50,41 @@ pub fn set_listener(l: &impl AsRawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// When a listen's connects hold the handshake's last ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldAck {
+    /// Never (the default).
+    Never,
+    /// When the client's bytes are already in (`defer_accept`).
+    WithBytes,
+    /// Always (`smart_connect`).
+    Always,
+}
+
+impl HoldAck {
+    /// The listen's rule.
+    pub fn of(listen: &crate::config::ListenConfig) -> HoldAck {
+        if listen.smart_connect {
+            HoldAck::Always
+        } else if listen.defer_accept {
+            HoldAck::WithBytes
+        } else {
+            HoldAck::Never
+        }
+    }
+
+    /// Whether this connect, for the client socket `client`, holds it.
+    pub fn now(self, client: RawFd) -> bool {
+        match self {
+            HoldAck::Never => false,
+            HoldAck::WithBytes => bytes_waiting(client),
+            HoldAck::Always => true,
+        }
+    }
+}
+
 /// True when the client's first bytes wait in its socket (SIOCINQ): only
-/// then is the handshake's last ACK held for them.
+/// then does `defer_accept` hold the handshake's last ACK for them.
 pub fn bytes_waiting(client: RawFd) -> bool {
     super::sockmap::probe::unread(client).is_ok_and(|n| n > 0)
 }

@@ -158,7 +158,7 @@ impl Worker {
                     deadline,
                     &mut self.tokens,
                     Holder::Conn(idx),
-                    listen.defer_accept,
+                    super::defer::HoldAck::of(listen),
                 )
                 .and_then(|s| super::origin::attach(s, listen.servers[id].tls.as_deref(), addr));
             match started {

@@ -134,6 +134,9 @@ pub struct RawListen {
     pub sockmap_sndbuf: Option<Spanned<RawSize>>,
     /// `defer_accept = true`: accept once the client's first bytes are in.
     pub defer_accept: Option<Spanned<bool>>,
+    /// `smart_connect = true`: the connect holds its last ACK for the
+    /// client's first bytes.
+    pub smart_connect: Option<Spanned<bool>>,
     /// `tls = { certs = [ { cert, key } ] }`: TLS termination.
     pub tls: Option<Spanned<RawTls>>,
 }

@@ -213,6 +213,7 @@ impl Validator<'_> {
             dataplane,
             sockmap_sndbuf: self.sockmap_sndbuf(&p, l, dataplane)?,
             defer_accept: l.defer_accept.as_ref().is_some_and(|d| *d.get_ref()),
+            smart_connect: l.smart_connect.as_ref().is_some_and(|d| *d.get_ref()),
             tls: self.tls(&p, l)?,
         })
     }
