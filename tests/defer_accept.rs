@@ -77,30 +77,39 @@ fn with_defer_accept_the_first_bytes_carry_the_handshakes_last_ack() {
     );
 }
 
-#[test]
-fn a_server_that_speaks_first_still_gets_its_client_with_defer_accept() {
-    // The client sends nothing: the kernel hands the connection over once
-    // its wait (1 s) is up, and the server's greeting comes through.
+/// A server that speaks first gets its client through a listen with
+/// `line`: the client sends nothing, and the greeting comes through.
+fn greeting_served_with(line: &str) {
     let greeter = Backend::fixed("220 hello\r\n");
     let dir = TempDir::new();
     let conf = Conf::new(&dir, &[greeter.addr()])
         .workers(1)
-        .listen(|l| l.line("defer_accept = true"));
+        .listen(|l| l.line(line));
     let _master = Master::start(&dir, &conf.write(&dir));
     assert_eq!(fetch(conf.bind()).expect("fetch"), "220 hello\r\n");
 }
 
-#[test]
-fn check_rejects_a_defer_accept_that_is_not_a_boolean() {
+/// `lbctl check` refuses `line`, naming `key` and the line.
+fn check_rejects(line: &str, key: &str) {
     let dir = TempDir::new();
-    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")])
-        .listen(|l| l.line("defer_accept = \"yes\""));
+    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")]).listen(|l| l.line(line));
     let path = conf.write(&dir);
     Lbctl::new(&dir, &path)
         .run("check", &[])
         .assert_code(1)
-        .assert_contains("defer_accept")
+        .assert_contains(key)
         .assert_contains("line");
+}
+
+#[test]
+fn a_server_that_speaks_first_still_gets_its_client_with_defer_accept() {
+    // The kernel hands the connection over once its wait (1 s) is up.
+    greeting_served_with("defer_accept = true");
+}
+
+#[test]
+fn check_rejects_a_defer_accept_that_is_not_a_boolean() {
+    check_rejects("defer_accept = \"yes\"", "defer_accept");
 }
 
 #[test]
@@ -121,26 +130,11 @@ fn with_smart_connect_the_first_bytes_carry_the_handshakes_last_ack() {
 
 #[test]
 fn a_server_that_speaks_first_still_gets_its_client_with_smart_connect() {
-    // The client sends nothing: the kernel's delayed ACK completes the
-    // server's handshake, and the greeting comes through.
-    let greeter = Backend::fixed("220 hello\r\n");
-    let dir = TempDir::new();
-    let conf = Conf::new(&dir, &[greeter.addr()])
-        .workers(1)
-        .listen(|l| l.line("smart_connect = true"));
-    let _master = Master::start(&dir, &conf.write(&dir));
-    assert_eq!(fetch(conf.bind()).expect("fetch"), "220 hello\r\n");
+    // The kernel's delayed ACK completes the server's handshake.
+    greeting_served_with("smart_connect = true");
 }
 
 #[test]
 fn check_rejects_a_smart_connect_that_is_not_a_boolean() {
-    let dir = TempDir::new();
-    let conf = Conf::new(&dir, &["127.0.0.1:6001".parse().expect("addr")])
-        .listen(|l| l.line("smart_connect = 1"));
-    let path = conf.write(&dir);
-    Lbctl::new(&dir, &path)
-        .run("check", &[])
-        .assert_code(1)
-        .assert_contains("smart_connect")
-        .assert_contains("line");
+    check_rejects("smart_connect = 1", "smart_connect");
 }
