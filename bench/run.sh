@@ -41,8 +41,8 @@
 #   SMART=1          every proxy's connect holds the handshake's last ACK for the
 #                     client's first bytes, without a deferred accept: lbctl
 #                     smart_connect = true (on every connect); HAProxy option
-#                     tcp-smart-connect (which holds it only when the bytes are
-#                     already in at the connect); nginx has no equivalent
+#                     tcp-smart-connect (which holds it only when it has bytes to
+#                     send at the connect); nginx has no equivalent
 #   ONLY=lbctl,haproxy,nginx,direct   targets to run, comma-separated; MODE=tcp can add
 #                     relay_epoll,relay_uring: bench/uring-relay (a bare relay with an
 #                     epoll loop or an io_uring loop, built here with cargo; issue 15's

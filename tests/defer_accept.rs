@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread::JoinHandle;
 
 use crate::util::backend::Backend;
-use crate::util::{Conf, Lbctl, Master, TempDir, connect, fetch, segs_in};
+use crate::util::{Conf, Lbctl, Master, TempDir, WAIT, connect, fetch, segs_in, wait_until};
 
 /// A server that, for each of `n` connections, reads one line and answers
 /// with the number of segments its socket had received by then.
@@ -98,6 +98,7 @@ fn check_rejects(line: &str, key: &str) {
         .run("check", &[])
         .assert_code(1)
         .assert_contains(key)
+        .assert_contains("expected true or false")
         .assert_contains("line");
 }
 
@@ -114,15 +115,37 @@ fn check_rejects_a_defer_accept_that_is_not_a_boolean() {
 
 #[test]
 fn with_smart_connect_the_first_bytes_carry_the_handshakes_last_ack() {
-    // No deferred accept: the connect starts at the client's handshake,
-    // and the ACK waits for the client's bytes all the same.
+    // No deferred accept: the connect starts at the client's handshake.
+    // The client writes only once `connections` shows the connect done, so
+    // no bytes wait at the connect and only a hold on every connect (not
+    // defer_accept's "when the bytes are in") makes it 2 segments.
     const N: usize = 5;
     let (addr, t) = segment_counter(N);
     let dir = TempDir::new();
     let conf = Conf::new(&dir, &[addr])
         .workers(1)
         .listen(|l| l.line("smart_connect = true"));
-    let held = counts(&dir, &conf, N);
+    let path = conf.write(&dir);
+    let _master = Master::start(&dir, &path);
+    let lbctl = Lbctl::new(&dir, &path);
+    let held: Vec<u32> = (0..N)
+        .map(|i| {
+            let mut c = connect(conf.bind()).expect("connect");
+            assert!(
+                wait_until(WAIT, || lbctl
+                    .run("connections", &[])
+                    .stdout
+                    .contains("relaying")),
+                "exchange {i}: the connect to the server done"
+            );
+            c.write_all(b"ping\n").expect("write");
+            let mut got = String::new();
+            c.read_to_string(&mut got).expect("read");
+            got.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("exchange {i}: the server answered {got:?}"))
+        })
+        .collect();
     t.join().expect("server");
     assert!(held.contains(&2), "with smart_connect: {held:?}");
     assert!(held.iter().all(|&n| n <= 3), "with smart_connect: {held:?}");

@@ -25,8 +25,9 @@ mod bounds;
 mod client_limits;
 // `check`, exit codes, `status`/`stop` with nothing running, second `start`.
 mod cli;
-// `defer_accept = true`: the first bytes carry the handshake's last ACK to
-// the server; a server that speaks first still gets its client.
+// `defer_accept = true` and `smart_connect = true`: the first bytes carry
+// the handshake's last ACK to the server; a server that speaks first still
+// gets its client.
 mod defer_accept;
 // Servers found by DNS: a real dnsmasq on loopback, records changed live.
 mod dns;

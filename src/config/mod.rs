@@ -148,10 +148,11 @@ pub struct ListenConfig {
     /// bytes are written to it, which the worker does as soon as the
     /// client's arrive: one segment and one wake-up less for the server per
     /// connection, with no wait added (HAProxy's `option tcp-smart-connect`,
-    /// which holds it only when the bytes are already in). For protocols
-    /// where the client speaks first: a server-first one (SMTP, SSH, MySQL)
-    /// sees its client only once the kernel's delayed ACK goes, up to
-    /// 200 ms. Default false.
+    /// which holds it only when it has bytes to send at the connect). For
+    /// protocols where the client speaks first: a server-first one (SMTP,
+    /// SSH, MySQL) sees its client only once the kernel's delayed-ACK timer
+    /// sends the ACK, about 200 ms (unless a PROXY header or a TLS
+    /// ClientHello goes first). Default false.
     pub smart_connect: bool,
     /// `tls = { certs = [...] }`: TLS termination, `None` for plain TCP.
     pub tls: Option<std::sync::Arc<tls::TlsListen>>,

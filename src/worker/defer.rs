@@ -10,7 +10,8 @@
 //!
 //! With `defer_accept` alone the ACK is held only when the client's bytes
 //! are already readable: a server that speaks first would otherwise wait
-//! for the kernel's delayed ACK (up to 200 ms) before its accept returns.
+//! for the kernel's delayed-ACK timer (about 200 ms) before its accept
+//! returns.
 //! `smart_connect` holds it on every connect, accepting that wait for
 //! server-first protocols: without the deferred accept the connect starts
 //! as soon as the client's handshake is done, alongside its first bytes,

@@ -10,7 +10,8 @@
 //! `dispatch` (getting a server), `session` (the seam protocols plug into),
 //! `tcp` (`mode = "tcp"`), `buffer` (bounded per-direction buffers, splice),
 //! `accept` (taking new clients: limits, session, registration), `defer`
-//! (`defer_accept`, `smart_connect`), `timers` (deadline heap), `view` (live server state for the balancers),
+//! (`defer_accept`, `smart_connect`), `timers` (deadline heap), `view`
+//! (live server state for the balancers),
 //! `proxy_accept` / `proxy_send` (the PROXY protocol header read from clients
 //! with `accept_proxy`, written to servers with `send_proxy`).
 //! `sockmap` (`dataplane = "sockmap"`: the kernel relays the bytes).
