@@ -5,7 +5,7 @@
 //! wait), and a bad value is refused naming the key and line.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 
 use crate::util::backend::Backend;
@@ -35,16 +35,18 @@ fn segment_counter(n: usize) -> (SocketAddr, JoinHandle<()>) {
 fn counts(dir: &TempDir, conf: &Conf, n: usize) -> Vec<u32> {
     let _master = Master::start(dir, &conf.write(dir));
     (0..n)
-        .map(|i| {
-            let mut c = connect(conf.bind()).expect("connect");
-            c.write_all(b"ping\n").expect("write");
-            let mut got = String::new();
-            c.read_to_string(&mut got).expect("read");
-            got.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("exchange {i}: the server answered {got:?}"))
-        })
+        .map(|i| ping(connect(conf.bind()).expect("connect"), i))
         .collect()
+}
+
+/// Exchange `i`: one line through `c`, and the server's segment count.
+fn ping(mut c: TcpStream, i: usize) -> u32 {
+    c.write_all(b"ping\n").expect("write");
+    let mut got = String::new();
+    c.read_to_string(&mut got).expect("read");
+    got.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("exchange {i}: the server answered {got:?}"))
 }
 
 #[test]
@@ -130,7 +132,7 @@ fn with_smart_connect_the_first_bytes_carry_the_handshakes_last_ack() {
     let lbctl = Lbctl::new(&dir, &path);
     let held: Vec<u32> = (0..N)
         .map(|i| {
-            let mut c = connect(conf.bind()).expect("connect");
+            let c = connect(conf.bind()).expect("connect");
             assert!(
                 wait_until(WAIT, || lbctl
                     .run("connections", &[])
@@ -138,12 +140,7 @@ fn with_smart_connect_the_first_bytes_carry_the_handshakes_last_ack() {
                     .contains("relaying")),
                 "exchange {i}: the connect to the server done"
             );
-            c.write_all(b"ping\n").expect("write");
-            let mut got = String::new();
-            c.read_to_string(&mut got).expect("read");
-            got.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("exchange {i}: the server answered {got:?}"))
+            ping(c, i)
         })
         .collect();
     t.join().expect("server");
