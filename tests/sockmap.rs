@@ -232,26 +232,41 @@ fn sockmap_idle_timeout_spares_kernel_traffic_and_closes_a_quiet_connection() {
     }
     let dir = TempDir::new();
     let echo = Backend::echo();
-    // 3 s, not less: the link happens at the second exchange, and until
-    // the first ping below the connection is quiet for as long as
-    // `linked` takes to see the link in `status` (a process per look: over
-    // a second on a loaded CI machine, which once closed it there, as an
-    // idle connection rightly is).
+    let idle = Duration::from_secs(2);
     let conf = sockmap_conf(&dir, echo.addr()).listen(|mut l| {
-        l.idle_timeout = "3s".to_string();
+        l.idle_timeout = "2s".to_string();
         l
     });
     let (_master, lbctl) = start(&dir, &conf);
-    let mut s = linked(&lbctl, conf.bind());
-    // Bytes the worker never sees (the kernel relays them) for twice the
-    // idle timeout, paced: the connection is not idle.
-    for _ in 0..30 {
-        s.write_all(b"ping").expect("write");
-        let mut buf = [0u8; 4];
-        s.read_exact(&mut buf).expect("echo while busy");
-        assert_eq!(&buf, b"ping");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // Two exchanges earn the link; from then on pings every 200 ms, bytes
+    // the worker never sees (the kernel relays them), until `connections`
+    // (watched beside them, so that looking leaves no quiet spell) has
+    // shown the connection relayed by the kernel for twice the idle
+    // timeout: such a connection is not idle.
+    let mut s = connect(conf.bind()).expect("connect");
+    exchange(&mut s, b"hello");
+    exchange(&mut s, b"hello");
+    let linked_at = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            if wait_until(WAIT, || kernel_relays(&lbctl)) {
+                *linked_at.lock().expect("lock") = Some(std::time::Instant::now());
+            }
+        });
+        let give_up = std::time::Instant::now() + WAIT + 4 * idle;
+        loop {
+            exchange(&mut s, b"ping");
+            let seen = *linked_at.lock().expect("lock");
+            if seen.is_some_and(|t| t.elapsed() >= 2 * idle) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the connection relayed by the kernel (seen: {seen:?})"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
     // Quiet now: the balancer closes it (the echo server never would).
     s.set_read_timeout(Some(WAIT)).expect("timeout");
     let mut buf = [0u8; 1];
