@@ -344,10 +344,7 @@ fn sockmap_sndbuf_sizes_both_linked_sockets_send_buffers() {
     }
     let dir = TempDir::new();
     let echo = Backend::echo();
-    let conf = Conf::new(&dir, &[echo.addr()]).workers(1).listen(|l| {
-        l.line("dataplane = \"sockmap\"")
-            .line("sockmap_sndbuf = \"3MiB\"")
-    });
+    let conf = sockmap_conf(&dir, echo.addr()).listen(|l| l.line("sockmap_sndbuf = \"3MiB\""));
     let (_master, lbctl) = start(&dir, &conf);
     // SO_SNDBUF doubled by the kernel, as for any setsockopt of it.
     let wanted = 6 * MIB as u64;

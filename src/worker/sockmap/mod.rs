@@ -6,7 +6,7 @@
 //! Life of a connection:
 //! 1. *user*: it runs as the plain [`TcpRelay`] until it has earned the link
 //!    and both relay buffers are empty (bytes the session had to see or send
-//!    first). A link costs about a dozen system calls, more than the whole
+//!    first). A link costs about two dozen system calls, more than the whole
 //!    relay of a one-shot exchange, so a connection earns it by a second
 //!    exchange (a third change of direction: request, response, request) or
 //!    by [`LINK_BYTES`] one way (a bulk transfer): a connection that carries
@@ -28,9 +28,10 @@
 //!    (`shutdown(Write)`) only when they are equal, so a FIN never overtakes
 //!    redirected bytes still queued in the kernel; until then it re-checks
 //!    on a short back-off timer. More bytes in the destination than left
-//!    the source (bytes the kernel duplicated) resets both sides instead. A tick every second refreshes the byte
-//!    counters (`status`, `connections`) and the idle time; both directions
-//!    shut is the end, and closing the fds takes the sockets out of the maps.
+//!    the source (bytes the kernel duplicated) resets both sides instead.
+//!    A tick every second refreshes the byte counters (`status`,
+//!    `connections`) and the idle time; both directions shut is the end, and
+//!    closing the fds takes the sockets out of the maps.
 
 pub mod plane;
 pub mod probe;
@@ -273,10 +274,8 @@ impl SockmapRelay {
             return Ok(Stage::User);
         }
         let bases = (|| {
-            let ca = probe::settled_consumed(a)?;
-            let eb = probe::settled_entered(b)?;
-            let cb = probe::settled_consumed(b)?;
-            let ea = probe::settled_entered(a)?;
+            let (ca, ea) = probe::settled(a)?;
+            let (cb, eb) = probe::settled(b)?;
             Ok::<_, nix::errno::Errno>((ca, eb, cb, ea))
         })();
         let (ca, eb, cb, ea) = match bases {

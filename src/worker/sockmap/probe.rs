@@ -18,8 +18,8 @@
 //! so a packet in between can only make it smaller, never larger: a check
 //! "every byte consumed from A entered B" that holds on these figures
 //! holds for the kernel's. The bases these figures are counted from, read
-//! at the link, must not be low either: [`settled_consumed`] and
-//! [`settled_entered`] read until no packet moved them.
+//! at the link, must not be low either: [`settled`] reads until no packet
+//! moved them.
 
 use nix::errno::Errno;
 use nix::libc;
@@ -124,37 +124,24 @@ pub fn entered(fd: RawFd) -> Result<u64, Errno> {
 /// How many times a settled figure is read before the link gives up.
 const SETTLE_TRIES: usize = 8;
 
-/// [`consumed`] as a base at the link: read `TCP_INFO`, `SIOCINQ`, then
-/// `TCP_INFO` again until no packet arrived in between. The plain reading
-/// can come out low (bytes that arrive between its two calls are in the
-/// queue but not yet in `bytes_received`): fine for a current figure, but a
-/// base too low would make the kernel's count look larger than it is, and
-/// hold a FIN for bytes that never come. Before the link the worker is the
-/// socket's only reader, so only packets move these figures. EAGAIN when
-/// packets kept arriving.
-pub fn settled_consumed(fd: RawFd) -> Result<u64, Errno> {
+/// [`consumed`] and [`entered`] of `fd` as bases at the link: read
+/// `TCP_INFO`, `SIOCINQ`, `SIOCOUTQ`, then `TCP_INFO` again until no packet
+/// moved the counters in between. A plain reading can come out low (bytes
+/// that arrive between its two calls are queued but not yet in
+/// `bytes_received`; an ACK between them takes bytes off the send queue
+/// before `bytes_acked` shows them): fine for a current figure, but a low
+/// entered base would let a FIN go before the bytes it must follow, and a
+/// low consumed base hold it for bytes that never come. Before the link the
+/// worker is the socket's only reader and writer, so only packets move
+/// these figures. EAGAIN when packets kept moving them.
+pub fn settled(fd: RawFd) -> Result<(u64, u64), Errno> {
     for _ in 0..SETTLE_TRIES {
         let i = info(fd)?;
         let inq = queue(fd, true)?;
-        let again = info(fd)?;
-        if (again.received, again.fin) == (i.received, i.fin) {
-            return Ok(i.received.saturating_sub(inq + u64::from(i.fin)));
-        }
-    }
-    Err(Errno::EAGAIN)
-}
-
-/// [`entered`] as a base at the link, settled the same way: an ACK between
-/// `TCP_INFO` and `SIOCOUTQ` makes the plain reading low, and a base too
-/// low would let a FIN go before the bytes it must follow. Before the link
-/// only the worker writes to the socket, so only ACKs move these figures.
-pub fn settled_entered(fd: RawFd) -> Result<u64, Errno> {
-    for _ in 0..SETTLE_TRIES {
-        let i = info(fd)?;
         let outq = queue(fd, false)?;
-        let again = info(fd)?;
-        if again.acked == i.acked {
-            return Ok(i.acked + outq);
+        if info(fd)? == i {
+            let consumed = i.received.saturating_sub(inq + u64::from(i.fin));
+            return Ok((consumed, i.acked + outq));
         }
     }
     Err(Errno::EAGAIN)
