@@ -230,9 +230,6 @@ fn sockmap_idle_timeout_spares_kernel_traffic_and_closes_a_quiet_connection() {
     if !root() {
         return;
     }
-    // Not beside a wrk test at full speed: there the kernel relay was seen
-    // to lose a ping for good (README, "Known limits").
-    let _saturating = crate::util::exclusive::saturating();
     let dir = TempDir::new();
     let echo = Backend::echo();
     let idle = Duration::from_secs(2);

@@ -10,7 +10,7 @@ use super::conn::Phase;
 use super::session::Counters;
 use crate::stats::ConnRow;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 impl Worker {
     pub(super) fn fire_timers(&mut self) {
@@ -60,7 +60,9 @@ impl Worker {
                     if let Some(t) = moved {
                         conn.last_active = conn.last_active.max(t);
                     }
-                    let due = conn.last_active + listen.timeouts.idle;
+                    let due = idle_due(conn.last_active, listen.timeouts.idle, self.now, || {
+                        moved.is_some() && conn.session.relay_owes(&conn.client, &conn.upstream)
+                    });
                     let idle_first = moved.is_some() && self.now >= due;
                     if !idle_first && own.is_some_and(|d| self.now >= d) {
                         let counters = Counters {
@@ -90,7 +92,29 @@ impl Worker {
             }
         }
     }
+}
 
+/// When a connection last active at `last_active` closes as idle: `idle`
+/// later, or, if by then `owes()` says the kernel relay still owes bytes
+/// it took from a peer (its worker is late, the peers are not quiet), once
+/// more `idle` later; bytes still owed then are the relay's fault, and the
+/// connection closes as idle all the same. `owes` is asked only once the
+/// first period is over (it costs system calls).
+fn idle_due(
+    last_active: Instant,
+    idle: Duration,
+    now: Instant,
+    owes: impl FnOnce() -> bool,
+) -> Instant {
+    let due = last_active + idle;
+    if now >= due && owes() {
+        due + idle
+    } else {
+        due
+    }
+}
+
+impl Worker {
     /// A client over its listen's per-client limit: counted per listen, and
     /// logged at most once a second (with how many went unlogged).
     pub(super) fn refuse_client(
@@ -151,5 +175,26 @@ impl Worker {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idle_due;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn bytes_the_kernel_relay_owes_hold_an_idle_close_for_one_more_period_only() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(2);
+        let never = || -> bool { panic!("asked before the idle period was over") };
+        assert_eq!(
+            idle_due(t0, idle, t0 + Duration::from_secs(1), never),
+            t0 + idle
+        );
+        assert_eq!(idle_due(t0, idle, t0 + idle, || false), t0 + idle);
+        assert_eq!(idle_due(t0, idle, t0 + idle, || true), t0 + 2 * idle);
+        // Still owed at the end of the second period: due (it is past).
+        assert_eq!(idle_due(t0, idle, t0 + 2 * idle, || true), t0 + 2 * idle);
     }
 }

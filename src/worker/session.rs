@@ -392,6 +392,12 @@ impl Session {
         matches!(self, Session::Sockmap(k) if k.kernel_relayed())
     }
 
+    /// True while the kernel data plane owes bytes it took from a peer
+    /// (not idle, however long since they moved); false for the others.
+    pub fn relay_owes(&self, client: &TcpStream, upstream: &Upstream) -> bool {
+        matches!(self, Session::Sockmap(k) if k.owes_bytes(client, upstream))
+    }
+
     /// When bytes last moved without the loop seeing them (the kernel data
     /// plane; measured now), for the idle timeout; None for the others.
     pub fn last_moved(

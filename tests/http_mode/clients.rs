@@ -116,7 +116,6 @@ fn a_backend_killed_under_wrk_load_fails_no_request() {
         eprintln!("skipped: wrk is not installed");
         return;
     }
-    let _saturating = crate::util::exclusive::saturating();
     let dir = TempDir::new();
     let a = HttpBackend::start("A");
     let b = HttpBackend::start("B");

@@ -160,7 +160,6 @@ fn a_renewed_certificate_is_served_after_reload_under_wrk_load_with_zero_errors(
         eprintln!("skipped: wrk is not installed");
         return;
     }
-    let _saturating = crate::util::exclusive::saturating();
     let dir = TempDir::new();
     let ca = Ca::new(dir.path());
     let first = ca.leaf(dir.path(), "site", &["a.test"]);

@@ -10,8 +10,6 @@
 
 // Loopback backends: echo, fixed reply, slow, refusing.
 pub mod backend;
-// A lock keeping CPU-saturating wrk tests apart from a relay test.
-pub mod exclusive;
 // Running `lbctl`: CmdOutput, the Lbctl wrapper, run_raw_in / run_bin_in.
 pub mod cmd;
 // The TOML config writer: ServerConf, ListenConf, Conf, write_file.

@@ -30,7 +30,8 @@
 //!    on a short back-off timer. More bytes in the destination than left
 //!    the source (bytes the kernel duplicated) resets both sides instead.
 //!    A tick every second refreshes the byte counters (`status`,
-//!    `connections`) and the idle time; both directions shut is the end, and
+//!    `connections`) and the idle time (bytes the relay still owes hold an
+//!    idle close for one more period: [`SockmapRelay::owes_bytes`]); both directions shut is the end, and
 //!    closing the fds takes the sockets out of the maps.
 
 pub mod plane;
@@ -384,6 +385,26 @@ impl SockmapRelay {
         Some(k.moved_at)
     }
 
+    /// True while the kernel relay owes bytes it took from a peer: consumed
+    /// from a source (or waiting in its receive queue for the verdict) but
+    /// not yet in the destination's send queue, which has room for them.
+    /// The kernel moves them on its psock worker, a kworker at normal
+    /// priority, which under full CPU load was seen to wait over two
+    /// seconds to run: the relay is late, the peers are not quiet, and
+    /// closing it would drop those bytes behind a clean FIN. (Bytes that
+    /// wait for a destination that does not read are the peer's doing: not
+    /// owed.) False before the link and when the counters cannot be read.
+    pub fn owes_bytes(&self, client: &TcpStream, upstream: &Upstream) -> bool {
+        let Stage::Kernel(k) = &self.stage else {
+            return false;
+        };
+        let Some(server) = upstream.server.as_deref() else {
+            return false;
+        };
+        let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
+        k.up.owes(a, b) || k.down.owes(b, a)
+    }
+
     /// Gives the buffers back (the connection is being dropped).
     pub fn release(&mut self, pool: &mut Pool) {
         self.user.release(pool);
@@ -392,6 +413,28 @@ impl SockmapRelay {
 
 fn server_token(upstream: &Upstream) -> usize {
     upstream.server.as_ref().map_or(0, |s| s.token().0)
+}
+
+impl Half {
+    /// True while bytes this direction's source gave up have not all
+    /// entered `dst` (see [`SockmapRelay::owes_bytes`]).
+    fn owes(&self, src: RawFd, dst: RawFd) -> bool {
+        if self.shut {
+            return false;
+        }
+        let Ok((consumed, _, inq)) = probe::consumed(src) else {
+            return false;
+        };
+        let Ok((entered, room)) = probe::entered_with_room(dst) else {
+            return false;
+        };
+        room && (inq > 0
+            || fin_check(
+                consumed.saturating_sub(self.src_base),
+                entered,
+                self.dst_base,
+            ) == FinCheck::Wait)
+    }
 }
 
 impl Kernel {

@@ -121,6 +121,19 @@ pub fn entered(fd: RawFd) -> Result<u64, Errno> {
     Ok(i.acked + outq)
 }
 
+/// [`entered`] of `fd`, and whether its send queue has room: under a
+/// quarter of its send buffer queued (the kernel's psock worker sends only
+/// while the queue's memory, bytes and overhead, is under half of it), so
+/// bytes waiting for `fd` wait for the kernel, not for the peer to read.
+pub fn entered_with_room(fd: RawFd) -> Result<(u64, bool), Errno> {
+    let i = info(fd)?;
+    let outq = queue(fd, false)?;
+    // SAFETY: `fd` is the caller's open socket for this call's duration.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let sndbuf = getsockopt(&borrowed, sockopt::SndBuf)?;
+    Ok((i.acked + outq, outq < (sndbuf / 4) as u64))
+}
+
 /// How many times a settled figure is read before the link gives up.
 const SETTLE_TRIES: usize = 8;
 
