@@ -60,9 +60,10 @@ impl Worker {
                     if let Some(t) = moved {
                         conn.last_active = conn.last_active.max(t);
                     }
-                    let due = idle_due(conn.last_active, listen.timeouts.idle, self.now, || {
-                        moved.is_some() && conn.session.relay_owes(&conn.client, &conn.upstream)
-                    });
+                    let (due, owed) =
+                        idle_due(conn.last_active, listen.timeouts.idle, self.now, || {
+                            moved.is_some() && conn.session.relay_owes(&conn.client, &conn.upstream)
+                        });
                     let idle_first = moved.is_some() && self.now >= due;
                     if !idle_first && own.is_some_and(|d| self.now >= d) {
                         let counters = Counters {
@@ -81,6 +82,15 @@ impl Worker {
                         continue;
                     }
                     if self.now >= due {
+                        if owed {
+                            // Still owed after the second period: both
+                            // peers get a reset, not a clean end of a
+                            // stream that lost bytes.
+                            let server = conn.upstream.server.as_deref();
+                            for s in std::iter::once(&conn.client).chain(server) {
+                                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                            }
+                        }
                         conn.end = Some(Cause::IdleTimeout);
                         self.close(idx, false);
                     } else {
@@ -94,23 +104,24 @@ impl Worker {
     }
 }
 
-/// When a connection last active at `last_active` closes as idle: `idle`
-/// later, or, if by then `owes()` says the kernel relay still owes bytes
-/// it took from a peer (its worker is late, the peers are not quiet), once
-/// more `idle` later; bytes still owed then are the relay's fault, and the
-/// connection closes as idle all the same. `owes` is asked only once the
-/// first period is over (it costs system calls).
+/// When a connection last active at `last_active` closes as idle, and
+/// whether the kernel relay owes bytes then: `idle` later, or, if by then
+/// `owes()` says the relay still owes bytes it took from a peer (its
+/// worker is late, the peers are not quiet), once more `idle` later; bytes
+/// still owed then are the relay's fault, and the connection closes as idle
+/// all the same (with resets: `owed`). `owes` is asked only once the first
+/// period is over (it costs system calls).
 fn idle_due(
     last_active: Instant,
     idle: Duration,
     now: Instant,
     owes: impl FnOnce() -> bool,
-) -> Instant {
+) -> (Instant, bool) {
     let due = last_active + idle;
     if now >= due && owes() {
-        due + idle
+        (due + idle, true)
     } else {
-        due
+        (due, false)
     }
 }
 
@@ -188,13 +199,18 @@ mod tests {
         let t0 = Instant::now();
         let idle = Duration::from_secs(2);
         let never = || -> bool { panic!("asked before the idle period was over") };
+        let early = t0 + Duration::from_secs(1);
+        assert_eq!(idle_due(t0, idle, early, never), (t0 + idle, false));
+        assert_eq!(idle_due(t0, idle, t0 + idle, || false), (t0 + idle, false));
         assert_eq!(
-            idle_due(t0, idle, t0 + Duration::from_secs(1), never),
-            t0 + idle
+            idle_due(t0, idle, t0 + idle, || true),
+            (t0 + 2 * idle, true)
         );
-        assert_eq!(idle_due(t0, idle, t0 + idle, || false), t0 + idle);
-        assert_eq!(idle_due(t0, idle, t0 + idle, || true), t0 + 2 * idle);
-        // Still owed at the end of the second period: due (it is past).
-        assert_eq!(idle_due(t0, idle, t0 + 2 * idle, || true), t0 + 2 * idle);
+        // Still owed at the end of the second period: due (it is past), and
+        // closed with resets.
+        assert_eq!(
+            idle_due(t0, idle, t0 + 2 * idle, || true),
+            (t0 + 2 * idle, true)
+        );
     }
 }
