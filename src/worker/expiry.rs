@@ -60,10 +60,11 @@ impl Worker {
                     if let Some(t) = moved {
                         conn.last_active = conn.last_active.max(t);
                     }
-                    let (due, owed) =
-                        idle_due(conn.last_active, listen.timeouts.idle, self.now, || {
-                            moved.is_some() && conn.session.relay_owes(&conn.client, &conn.upstream)
-                        });
+                    let now = self.now;
+                    let (due, owed) = idle_due(conn.last_active, listen.timeouts.idle, now, || {
+                        moved?;
+                        conn.session.relay_owes(&conn.client, &conn.upstream, now)
+                    });
                     let idle_first = moved.is_some() && self.now >= due;
                     if !idle_first && own.is_some_and(|d| self.now >= d) {
                         let counters = Counters {
@@ -83,16 +84,13 @@ impl Worker {
                     }
                     if self.now >= due {
                         if owed {
-                            // Still owed after the second period: both
-                            // peers get a reset, not a clean end of a
-                            // stream that lost bytes.
-                            let server = conn.upstream.server.as_deref();
-                            for s in std::iter::once(&conn.client).chain(server) {
-                                let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-                            }
+                            super::sockmap::reset_owed(
+                                &conn.client,
+                                conn.upstream.server.as_deref(),
+                            );
                         }
                         conn.end = Some(Cause::IdleTimeout);
-                        self.close(idx, false);
+                        self.close(idx, owed);
                     } else {
                         let next = own.map_or(due, |d| d.min(due));
                         conn.armed = Some(next);
@@ -102,30 +100,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// When a connection last active at `last_active` closes as idle, and
-/// whether the kernel relay owes bytes then: `idle` later, or, if by then
-/// `owes()` says the relay still owes bytes it took from a peer (its
-/// worker is late, the peers are not quiet), once more `idle` later; bytes
-/// still owed then are the relay's fault, and the connection closes as idle
-/// all the same (with resets: `owed`). `owes` is asked only once the first
-/// period is over (it costs system calls).
-fn idle_due(
-    last_active: Instant,
-    idle: Duration,
-    now: Instant,
-    owes: impl FnOnce() -> bool,
-) -> (Instant, bool) {
-    let due = last_active + idle;
-    if now >= due && owes() {
-        (due + idle, true)
-    } else {
-        (due, false)
-    }
-}
-
-impl Worker {
     /// A client over its listen's per-client limit: counted per listen, and
     /// logged at most once a second (with how many went unlogged).
     pub(super) fn refuse_client(
@@ -189,28 +163,59 @@ impl Worker {
     }
 }
 
+/// When a connection last active at `last_active` closes as idle, and
+/// whether the kernel relay owes bytes then. `idle` later, unless by then
+/// `owes()` says since when the relay has owed bytes it took from a peer
+/// (its worker is late, the peers are not quiet): then a whole `idle` after
+/// it first owed them. Still owed at that deadline, the bytes are the
+/// relay's fault and the connection closes as idle all the same, with
+/// resets (`owed`). `owes` is asked only once the first period is over (it
+/// costs system calls).
+fn idle_due(
+    last_active: Instant,
+    idle: Duration,
+    now: Instant,
+    owes: impl FnOnce() -> Option<Instant>,
+) -> (Instant, bool) {
+    let due = last_active + idle;
+    if now < due {
+        return (due, false);
+    }
+    match owes() {
+        Some(since) => (due.max(since + idle), true),
+        None => (due, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::idle_due;
     use std::time::{Duration, Instant};
 
     #[test]
-    fn bytes_the_kernel_relay_owes_hold_an_idle_close_for_one_more_period_only() {
+    fn bytes_the_kernel_relay_owes_hold_an_idle_close_for_one_period_from_when_first_owed() {
         let t0 = Instant::now();
         let idle = Duration::from_secs(2);
-        let never = || -> bool { panic!("asked before the idle period was over") };
-        let early = t0 + Duration::from_secs(1);
-        assert_eq!(idle_due(t0, idle, early, never), (t0 + idle, false));
-        assert_eq!(idle_due(t0, idle, t0 + idle, || false), (t0 + idle, false));
+        let s = Duration::from_secs;
+        let never = || -> Option<Instant> { panic!("asked before the idle period was over") };
+        assert_eq!(idle_due(t0, idle, t0 + s(1), never), (t0 + idle, false));
+        assert_eq!(idle_due(t0, idle, t0 + idle, || None), (t0 + idle, false));
+        // First owed at the first look after the period (late: 3 s).
+        let first = t0 + s(3);
         assert_eq!(
-            idle_due(t0, idle, t0 + idle, || true),
-            (t0 + 2 * idle, true)
+            idle_due(t0, idle, first, || Some(first)),
+            (first + idle, true)
         );
-        // Still owed at the end of the second period: due (it is past), and
-        // closed with resets.
+        // Looked at again before that: still held.
+        let later = t0 + s(4);
         assert_eq!(
-            idle_due(t0, idle, t0 + 2 * idle, || true),
-            (t0 + 2 * idle, true)
+            idle_due(t0, idle, later, || Some(first)),
+            (first + idle, true)
         );
+        // Still owed at the deadline: due, with resets; delivered by then
+        // (owed no more): a plain idle close.
+        let end = first + idle;
+        assert_eq!(idle_due(t0, idle, end, || Some(first)), (end, true));
+        assert_eq!(idle_due(t0, idle, end, || None), (t0 + idle, false));
     }
 }

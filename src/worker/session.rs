@@ -392,10 +392,18 @@ impl Session {
         matches!(self, Session::Sockmap(k) if k.kernel_relayed())
     }
 
-    /// True while the kernel data plane owes bytes it took from a peer
-    /// (not idle, however long since they moved); false for the others.
-    pub fn relay_owes(&self, client: &TcpStream, upstream: &Upstream) -> bool {
-        matches!(self, Session::Sockmap(k) if k.owes_bytes(client, upstream))
+    /// Since when the kernel data plane has owed bytes it took from a peer
+    /// (not idle, however long since they moved); None for the others.
+    pub fn relay_owes(
+        &mut self,
+        client: &TcpStream,
+        upstream: &Upstream,
+        now: Instant,
+    ) -> Option<Instant> {
+        match self {
+            Session::Sockmap(k) => k.owes_bytes(client, upstream, now),
+            Session::Tcp(_) | Session::Http(_) | Session::Tls(_) => None,
+        }
     }
 
     /// When bytes last moved without the loop seeing them (the kernel data

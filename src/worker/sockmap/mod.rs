@@ -30,9 +30,10 @@
 //!    on a short back-off timer. More bytes in the destination than left
 //!    the source (bytes the kernel duplicated) resets both sides instead.
 //!    A tick every second refreshes the byte counters (`status`,
-//!    `connections`) and the idle time (bytes the relay still owes hold an
-//!    idle close for one more period: [`SockmapRelay::owes_bytes`]); both directions shut is the end, and
-//!    closing the fds takes the sockets out of the maps.
+//!    `connections`) and the idle time (bytes leaving a source or entering
+//!    a destination are activity; bytes the relay still owes hold an idle
+//!    close: [`SockmapRelay::owes_bytes`]); both directions shut is the
+//!    end, and closing the fds takes the sockets out of the maps.
 
 pub mod plane;
 pub mod probe;
@@ -47,7 +48,7 @@ use mio::net::TcpStream;
 use plane::Plane;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -97,9 +98,13 @@ struct Kernel {
     tick: Instant,
     /// Bytes each way already reported to the loop (its counters).
     reported: (u64, u64),
-    /// Bytes both ways at the last look, and when they last changed.
+    /// Bytes consumed and entered, all four figures summed, at the last
+    /// look, and when they last changed.
     seen: u64,
     moved_at: Instant,
+    /// Since when the relay has owed bytes with nothing moving
+    /// ([`SockmapRelay::owes_bytes`]).
+    owed_since: Option<Instant>,
     /// The side whose FIN was forwarded first (true: the client's), for
     /// the access log.
     first_fin: Option<bool>,
@@ -324,6 +329,7 @@ impl SockmapRelay {
             reported: (0, 0),
             seen: 0,
             moved_at: now,
+            owed_since: None,
             first_fin: None,
         }))
     }
@@ -385,24 +391,34 @@ impl SockmapRelay {
         Some(k.moved_at)
     }
 
-    /// True while the kernel relay owes bytes it took from a peer: consumed
-    /// from a source (or waiting in its receive queue for the verdict) but
-    /// not yet in the destination's send queue, which has room for them.
-    /// The kernel moves them on its psock worker, a kworker at normal
-    /// priority, which under full CPU load was seen to wait over two
-    /// seconds to run: the relay is late, the peers are not quiet, and
-    /// closing it would drop those bytes behind a clean FIN. (Bytes that
-    /// wait for a destination that does not read are the peer's doing: not
-    /// owed.) False before the link and when the counters cannot be read.
-    pub fn owes_bytes(&self, client: &TcpStream, upstream: &Upstream) -> bool {
-        let Stage::Kernel(k) = &self.stage else {
-            return false;
+    /// Since when the kernel relay has owed bytes it took from a peer,
+    /// with nothing moving: bytes consumed from a source (or waiting in its
+    /// receive queue for the verdict) but not yet in the destination's send
+    /// queue, which has room for them. The kernel moves them on its psock
+    /// worker, a kworker at normal priority, which under full CPU load was
+    /// seen to wait about 3 s to run: the relay is late, the peers are not
+    /// quiet, and closing the connection would drop those bytes behind a
+    /// clean FIN. (Bytes that wait for a destination that does not read are
+    /// the peer's doing: not owed.) None before the link, when nothing is
+    /// owed, and when the counters cannot be read.
+    pub fn owes_bytes(
+        &mut self,
+        client: &TcpStream,
+        upstream: &Upstream,
+        now: Instant,
+    ) -> Option<Instant> {
+        let Stage::Kernel(k) = &mut self.stage else {
+            return None;
         };
-        let Some(server) = upstream.server.as_deref() else {
-            return false;
-        };
-        let (a, b) = (client.as_raw_fd(), server.as_raw_fd());
-        k.up.owes(a, b) || k.down.owes(b, a)
+        let server = upstream.server.as_deref()?;
+        let owed = k.up.owes(client.as_fd(), server.as_fd())
+            || k.down.owes(server.as_fd(), client.as_fd());
+        if owed {
+            Some(*k.owed_since.get_or_insert(now))
+        } else {
+            k.owed_since = None;
+            None
+        }
     }
 
     /// Gives the buffers back (the connection is being dropped).
@@ -417,39 +433,44 @@ fn server_token(upstream: &Upstream) -> usize {
 
 impl Half {
     /// True while bytes this direction's source gave up have not all
-    /// entered `dst` (see [`SockmapRelay::owes_bytes`]).
-    fn owes(&self, src: RawFd, dst: RawFd) -> bool {
+    /// entered `dst`, which has room (see [`SockmapRelay::owes_bytes`]).
+    fn owes(&self, src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> bool {
         if self.shut {
             return false;
         }
-        let Ok((consumed, _, inq)) = probe::consumed(src) else {
+        let Ok((consumed, _, inq)) = probe::consumed(src.as_raw_fd()) else {
             return false;
         };
-        let Ok((entered, room)) = probe::entered_with_room(dst) else {
+        let Ok((entered, outq)) = probe::entered_or_more(dst) else {
             return false;
         };
-        room && (inq > 0
-            || fin_check(
-                consumed.saturating_sub(self.src_base),
-                entered,
-                self.dst_base,
-            ) == FinCheck::Wait)
+        let behind = fin_check(
+            consumed.saturating_sub(self.src_base),
+            entered,
+            self.dst_base,
+        ) == FinCheck::Wait;
+        (inq > 0 || behind) && probe::has_room(dst, outq).unwrap_or(false)
     }
 }
 
 impl Kernel {
     /// Refreshes `moved` both ways from the kernel's counters.
+    /// Bytes entering a destination count as movement too: the relay
+    /// delivering bytes it took earlier is activity.
     fn measure(&mut self, a: RawFd, b: RawFd, now: Instant) {
-        if let Ok((c, _, _)) = probe::consumed(a) {
+        let mut total = 0u64;
+        if let Ok((c, e)) = probe::counts(a) {
             self.up.moved = c.saturating_sub(self.up.src_base);
+            total = total.wrapping_add(c).wrapping_add(e);
         }
-        if let Ok((c, _, _)) = probe::consumed(b) {
+        if let Ok((c, e)) = probe::counts(b) {
             self.down.moved = c.saturating_sub(self.down.src_base);
+            total = total.wrapping_add(c).wrapping_add(e);
         }
-        let total = self.up.moved + self.down.moved;
         if total != self.seen {
             self.seen = total;
             self.moved_at = now;
+            self.owed_since = None;
         }
     }
 
@@ -496,6 +517,27 @@ impl Kernel {
             self.tick = now + TICK;
         }
         Ok(Step::Open(up, down))
+    }
+}
+
+/// Connections reset because the relay still owed bytes at their idle
+/// close (this worker): the log says the first and each power of two.
+static OWED: AtomicU64 = AtomicU64::new(0);
+
+/// Resets both sockets of a connection closed as idle while the kernel
+/// relay still owed bytes after a whole idle period of owing them: the
+/// peers see a reset, not a clean end of a stream that lost bytes. The log
+/// says so (the first time and at each power of two).
+pub fn reset_owed(client: &TcpStream, server: Option<&TcpStream>) {
+    for s in std::iter::once(client).chain(server) {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    }
+    let seen = OWED.fetch_add(1, Relaxed) + 1;
+    if seen.is_power_of_two() {
+        eprintln!(
+            "lbctl worker {}: dataplane sockmap: closed as idle while the kernel relay still owed bytes it took a whole idle period ago (its worker did not run): both sides reset ({seen} such connections so far)",
+            std::process::id(),
+        );
     }
 }
 

@@ -24,7 +24,7 @@
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::socket::{getsockopt, setsockopt, sockopt};
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// `TCP_CLOSE_WAIT`, `TCP_LAST_ACK`, `TCP_CLOSING`, `TCP_TIME_WAIT`,
 /// `TCP_CLOSE`: the peer's FIN arrived (or the socket is closed).
@@ -121,17 +121,35 @@ pub fn entered(fd: RawFd) -> Result<u64, Errno> {
     Ok(i.acked + outq)
 }
 
-/// [`entered`] of `fd`, and whether its send queue has room: under a
-/// quarter of its send buffer queued (the kernel's psock worker sends only
-/// while the queue's memory, bytes and overhead, is under half of it), so
-/// bytes waiting for `fd` wait for the kernel, not for the peer to read.
-pub fn entered_with_room(fd: RawFd) -> Result<(u64, bool), Errno> {
+/// [`consumed`] and [`entered`] of `fd` together (`TCP_INFO`, `SIOCINQ`,
+/// `SIOCOUTQ`): a current figure, for telling whether bytes moved.
+pub fn counts(fd: RawFd) -> Result<(u64, u64), Errno> {
     let i = info(fd)?;
+    let inq = queue(fd, true)?;
     let outq = queue(fd, false)?;
-    // SAFETY: `fd` is the caller's open socket for this call's duration.
-    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let sndbuf = getsockopt(&borrowed, sockopt::SndBuf)?;
-    Ok((i.acked + outq, outq < (sndbuf / 4) as u64))
+    let consumed = i.received.saturating_sub(inq + u64::from(i.fin));
+    Ok((consumed, i.acked + outq))
+}
+
+/// [`entered`] of `fd` read the other way round (`SIOCOUTQ`, then
+/// `TCP_INFO`): an ACK in between counts its bytes twice, so the figure can
+/// come out high, never low. For deciding that bytes are still owed to
+/// `fd`, where too low would be the harmful error. Also the bytes queued
+/// (`SIOCOUTQ`), for [`has_room`].
+pub fn entered_or_more(fd: BorrowedFd<'_>) -> Result<(u64, u64), Errno> {
+    let outq = queue(fd.as_raw_fd(), false)?;
+    let i = info(fd.as_raw_fd())?;
+    Ok((i.acked + outq, outq))
+}
+
+/// Whether `fd`'s send queue, holding `outq` bytes, has room: under a
+/// quarter of its send buffer. The kernel's psock worker sends to a socket
+/// only while it is writable (its write memory, bytes and overhead, under
+/// half the send buffer), so bytes waiting for a socket with room wait for
+/// the kernel, not for the peer to read.
+pub fn has_room(fd: BorrowedFd<'_>, outq: u64) -> Result<bool, Errno> {
+    let sndbuf = getsockopt(&fd, sockopt::SndBuf)?;
+    Ok(outq < (sndbuf / 4) as u64)
 }
 
 /// How many times a settled figure is read before the link gives up.
@@ -211,7 +229,7 @@ pub fn urgent_pending(fd: RawFd) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{raise_sndbuf, urgent_pending};
+    use super::{entered_or_more, has_room, raise_sndbuf, urgent_pending};
     use nix::sys::socket::{getsockopt, setsockopt, sockopt};
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::{AsFd, AsRawFd};
@@ -276,5 +294,36 @@ mod tests {
         }
         assert_eq!(got, b"abcdef");
         assert!(!urgent_pending(s.as_raw_fd()), "read past the mark");
+    }
+
+    #[test]
+    fn a_send_queue_a_peer_does_not_read_has_no_room_and_an_empty_one_has() {
+        use std::io::Write;
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut c = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+        let (_quiet, _) = l.accept().expect("accept");
+        // (`tcpi_bytes_acked` may count the SYN: a base, as at the link.)
+        let (base, outq) = entered_or_more(c.as_fd()).expect("entered");
+        assert_eq!(outq, 0);
+        assert!(has_room(c.as_fd(), outq).expect("room"), "nothing queued");
+        // The peer never reads: write until the send buffer is full.
+        c.set_nonblocking(true).expect("nonblocking");
+        let chunk = [7u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match c.write(&chunk) {
+                Ok(n) => written += n as u64,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let (entered, outq) = entered_or_more(c.as_fd()).expect("entered");
+        assert_eq!(entered - base, written, "every byte written entered");
+        assert!(outq > 0, "bytes wait for the peer");
+        assert!(
+            !has_room(c.as_fd(), outq).expect("room"),
+            "{outq} bytes queued of a {}-byte send buffer: full",
+            sndbuf(&c)
+        );
     }
 }
