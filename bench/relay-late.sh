@@ -6,7 +6,7 @@
 # the kernel's psock worker (a normal-priority kworker) was seen to wait up to
 # about 3 s to run; before the idle timeout counted bytes the relay still owed
 # as activity, the connection was closed with a ping inside it in about one
-# round in seven (README, "Known limits"). Needs root (sockmap) and wrk.
+# round in eleven (README, "Known limits"). Needs root (sockmap) and wrk.
 #
 #   ROUNDS=14     rounds
 #   TRACE=1       also print how long each psock work item waited to run
