@@ -269,7 +269,7 @@ label() {
 build_lbctl() {
 	if [[ $BUILD == 1 ]]; then
 		log "cargo build --release"
-		if ! cargo build --release >"$TMP/cargo.out" 2>&1; then
+		if ! env -u CC cargo build --release >"$TMP/cargo.out" 2>&1; then
 			tail -n 20 "$TMP/cargo.out"
 			skip lbctl "cargo build --release failed"
 			return
@@ -282,7 +282,7 @@ RELAY=$BENCH_DIR/uring-relay/target/release/uring-relay
 
 build_relay() { # bench/uring-relay, for the relay_epoll and relay_uring targets
 	log "cargo build --release (bench/uring-relay)"
-	if ! cargo build --release --manifest-path "$BENCH_DIR/uring-relay/Cargo.toml" >"$TMP/relay-cargo.out" 2>&1; then
+	if ! env -u CC cargo build --release --manifest-path "$BENCH_DIR/uring-relay/Cargo.toml" >"$TMP/relay-cargo.out" 2>&1; then
 		tail -n 20 "$TMP/relay-cargo.out"
 		skip relay_epoll "building bench/uring-relay failed"
 		skip relay_uring "building bench/uring-relay failed"
