@@ -54,16 +54,16 @@ impl Worker {
                     // timers (FIN recheck, 1 s tick) are due at nearly every
                     // fire, so its idle time is checked before them, or it
                     // would never be.
-                    let moved = conn
-                        .session
-                        .last_moved(&conn.client, &conn.upstream, self.now);
+                    let mut kernel = conn.session.sockmap();
+                    let moved = kernel
+                        .as_mut()
+                        .and_then(|k| k.last_moved(&conn.client, &conn.upstream, self.now));
                     if let Some(t) = moved {
                         conn.last_active = conn.last_active.max(t);
                     }
                     let now = self.now;
                     let (due, owed) = idle_due(conn.last_active, listen.timeouts.idle, now, || {
-                        moved?;
-                        conn.session.relay_owes(&conn.client, &conn.upstream, now)
+                        kernel?.owes_bytes(&conn.client, &conn.upstream, now)
                     });
                     let idle_first = moved.is_some() && self.now >= due;
                     if !idle_first && own.is_some_and(|d| self.now >= d) {

@@ -392,30 +392,11 @@ impl Session {
         matches!(self, Session::Sockmap(k) if k.kernel_relayed())
     }
 
-    /// Since when the kernel data plane has owed bytes it took from a peer
-    /// (not idle, however long since they moved); None for the others.
-    pub fn relay_owes(
-        &mut self,
-        client: &TcpStream,
-        upstream: &Upstream,
-        now: Instant,
-    ) -> Option<Instant> {
+    /// The kernel data plane's session, for what only it has (its own
+    /// idle clock: the loop sees none of its bytes); None for the others.
+    pub fn sockmap(&mut self) -> Option<&mut SockmapRelay> {
         match self {
-            Session::Sockmap(k) => k.owes_bytes(client, upstream, now),
-            Session::Tcp(_) | Session::Http(_) | Session::Tls(_) => None,
-        }
-    }
-
-    /// When bytes last moved without the loop seeing them (the kernel data
-    /// plane; measured now), for the idle timeout; None for the others.
-    pub fn last_moved(
-        &mut self,
-        client: &TcpStream,
-        upstream: &Upstream,
-        now: Instant,
-    ) -> Option<Instant> {
-        match self {
-            Session::Sockmap(k) => k.last_moved(client, upstream, now),
+            Session::Sockmap(k) => Some(k),
             Session::Tcp(_) | Session::Http(_) | Session::Tls(_) => None,
         }
     }

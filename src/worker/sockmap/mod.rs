@@ -30,9 +30,9 @@
 //!    on a short back-off timer. More bytes in the destination than left
 //!    the source (bytes the kernel duplicated) resets both sides instead.
 //!    A tick every second refreshes the byte counters (`status`,
-//!    `connections`) and the idle time (bytes leaving a source or entering
-//!    a destination are activity; bytes the relay still owes hold an idle
-//!    close: [`SockmapRelay::owes_bytes`]); both directions shut is the
+//!    `connections`) and the idle time (bytes taken from a socket or
+//!    acknowledged by its peer are activity; bytes the relay still owes
+//!    hold an idle close: [`SockmapRelay::owes_bytes`]); both directions shut is the
 //!    end, and closing the fds takes the sockets out of the maps.
 
 pub mod plane;
@@ -98,8 +98,8 @@ struct Kernel {
     tick: Instant,
     /// Bytes each way already reported to the loop (its counters).
     reported: (u64, u64),
-    /// Bytes consumed and entered, all four figures summed, at the last
-    /// look, and when they last changed.
+    /// Bytes consumed and acknowledged, all four figures summed, at the
+    /// last look, and when they last changed.
     seen: u64,
     moved_at: Instant,
     /// Since when the relay has owed bytes with nothing moving
@@ -250,7 +250,7 @@ impl SockmapRelay {
         let Some(server) = upstream.server.as_deref() else {
             return Ok(true);
         };
-        let (consumed, _, _) = probe::consumed(client.as_raw_fd())?;
+        let consumed = probe::consumed(client.as_raw_fd())?.bytes;
         let entered = probe::entered(server.as_raw_fd())?;
         let moved = consumed.saturating_sub(bases.0);
         if entered.saturating_sub(bases.1) < moved {
@@ -383,10 +383,7 @@ impl SockmapRelay {
         upstream: &Upstream,
         now: Instant,
     ) -> Option<Instant> {
-        let Stage::Kernel(k) = &mut self.stage else {
-            return None;
-        };
-        let server = upstream.server.as_deref()?;
+        let (k, server) = self.kernel(upstream)?;
         k.measure(client.as_raw_fd(), server.as_raw_fd(), now);
         Some(k.moved_at)
     }
@@ -407,10 +404,7 @@ impl SockmapRelay {
         upstream: &Upstream,
         now: Instant,
     ) -> Option<Instant> {
-        let Stage::Kernel(k) = &mut self.stage else {
-            return None;
-        };
-        let server = upstream.server.as_deref()?;
+        let (k, server) = self.kernel(upstream)?;
         let owed = k.up.owes(client.as_fd(), server.as_fd())
             || k.down.owes(server.as_fd(), client.as_fd());
         if owed {
@@ -419,6 +413,14 @@ impl SockmapRelay {
             k.owed_since = None;
             None
         }
+    }
+
+    /// The kernel stage and the server socket, once linked.
+    fn kernel<'a>(&'a mut self, upstream: &'a Upstream) -> Option<(&'a mut Kernel, &'a TcpStream)> {
+        let Stage::Kernel(k) = &mut self.stage else {
+            return None;
+        };
+        Some((k, upstream.server.as_deref()?))
     }
 
     /// Gives the buffers back (the connection is being dropped).
@@ -438,34 +440,35 @@ impl Half {
         if self.shut {
             return false;
         }
-        let Ok((consumed, _, inq)) = probe::consumed(src.as_raw_fd()) else {
+        let Ok(src) = probe::consumed(src.as_raw_fd()) else {
             return false;
         };
         let Ok((entered, outq)) = probe::entered_or_more(dst) else {
             return false;
         };
         let behind = fin_check(
-            consumed.saturating_sub(self.src_base),
+            src.bytes.saturating_sub(self.src_base),
             entered,
             self.dst_base,
         ) == FinCheck::Wait;
-        (inq > 0 || behind) && probe::has_room(dst, outq).unwrap_or(false)
+        (src.inq > 0 || behind) && probe::has_room(dst, outq).unwrap_or(false)
     }
 }
 
 impl Kernel {
-    /// Refreshes `moved` both ways from the kernel's counters.
-    /// Bytes entering a destination count as movement too: the relay
-    /// delivering bytes it took earlier is activity.
+    /// Refreshes `moved` both ways from the kernel's counters, and when
+    /// anything last moved: bytes taken from either socket, or acknowledged
+    /// by either peer (the relay delivering bytes it took earlier is
+    /// activity), from the same two calls per socket.
     fn measure(&mut self, a: RawFd, b: RawFd, now: Instant) {
         let mut total = 0u64;
-        if let Ok((c, e)) = probe::counts(a) {
-            self.up.moved = c.saturating_sub(self.up.src_base);
-            total = total.wrapping_add(c).wrapping_add(e);
+        if let Ok(c) = probe::consumed(a) {
+            self.up.moved = c.bytes.saturating_sub(self.up.src_base);
+            total = total.wrapping_add(c.bytes).wrapping_add(c.acked);
         }
-        if let Ok((c, e)) = probe::counts(b) {
-            self.down.moved = c.saturating_sub(self.down.src_base);
-            total = total.wrapping_add(c).wrapping_add(e);
+        if let Ok(c) = probe::consumed(b) {
+            self.down.moved = c.bytes.saturating_sub(self.down.src_base);
+            total = total.wrapping_add(c.bytes).wrapping_add(c.acked);
         }
         if total != self.seen {
             self.seen = total;
@@ -560,7 +563,12 @@ fn forward_fin(
     if half.shut {
         return Ok(false);
     }
-    let (consumed, fin, inq) = probe::consumed(src.as_raw_fd())?;
+    let probe::Consumed {
+        bytes: consumed,
+        fin,
+        inq,
+        ..
+    } = probe::consumed(src.as_raw_fd())?;
     if inq > 0 {
         // Bytes left in the receive queue (they came before the link and
         // no later segment ran the verdict): push them through now.

@@ -53,6 +53,14 @@ pub struct Info {
     pub received: u64,
 }
 
+impl Info {
+    /// Bytes taken from the receive queue, `inq` (`SIOCINQ`) still in it:
+    /// `tcpi_bytes_received` counts the peer's FIN as a byte.
+    fn consumed(&self, inq: u64) -> u64 {
+        self.received.saturating_sub(inq + u64::from(self.fin))
+    }
+}
+
 /// `TCP_INFO` of `fd`.
 pub fn info(fd: RawFd) -> Result<Info, Errno> {
     let mut ti = TcpInfo::default();
@@ -105,13 +113,31 @@ pub fn unread(fd: RawFd) -> Result<u64, Errno> {
     queue(fd, true)
 }
 
-/// Bytes taken from `fd`'s receive queue so far, and whether its peer's
-/// FIN arrived. Bytes still queued (`inq > 0`) are returned too.
-pub fn consumed(fd: RawFd) -> Result<(u64, bool, u64), Errno> {
+/// What [`consumed`] reads of a socket.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed {
+    /// Bytes taken from its receive queue so far.
+    pub bytes: u64,
+    /// Its peer's FIN has arrived.
+    pub fin: bool,
+    /// Bytes still in its receive queue (`SIOCINQ`).
+    pub inq: u64,
+    /// Bytes of its own the peer has acknowledged (`tcpi_bytes_acked`),
+    /// which move as the peer takes what was sent to it.
+    pub acked: u64,
+}
+
+/// Bytes taken from `fd`'s receive queue so far, and the rest of
+/// [`Consumed`].
+pub fn consumed(fd: RawFd) -> Result<Consumed, Errno> {
     let i = info(fd)?;
     let inq = queue(fd, true)?;
-    let c = i.received.saturating_sub(inq + u64::from(i.fin));
-    Ok((c, i.fin, inq))
+    Ok(Consumed {
+        bytes: i.consumed(inq),
+        fin: i.fin,
+        inq,
+        acked: i.acked,
+    })
 }
 
 /// Bytes written into `fd`'s send queue so far (before its own FIN).
@@ -119,16 +145,6 @@ pub fn entered(fd: RawFd) -> Result<u64, Errno> {
     let i = info(fd)?;
     let outq = queue(fd, false)?;
     Ok(i.acked + outq)
-}
-
-/// [`consumed`] and [`entered`] of `fd` together (`TCP_INFO`, `SIOCINQ`,
-/// `SIOCOUTQ`): a current figure, for telling whether bytes moved.
-pub fn counts(fd: RawFd) -> Result<(u64, u64), Errno> {
-    let i = info(fd)?;
-    let inq = queue(fd, true)?;
-    let outq = queue(fd, false)?;
-    let consumed = i.received.saturating_sub(inq + u64::from(i.fin));
-    Ok((consumed, i.acked + outq))
 }
 
 /// [`entered`] of `fd` read the other way round (`SIOCOUTQ`, then
@@ -171,8 +187,7 @@ pub fn settled(fd: RawFd) -> Result<(u64, u64), Errno> {
         let inq = queue(fd, true)?;
         let outq = queue(fd, false)?;
         if info(fd)? == i {
-            let consumed = i.received.saturating_sub(inq + u64::from(i.fin));
-            return Ok((consumed, i.acked + outq));
+            return Ok((i.consumed(inq), i.acked + outq));
         }
     }
     Err(Errno::EAGAIN)
